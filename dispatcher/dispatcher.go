@@ -1,0 +1,273 @@
+// Package dispatcher runs one batch: it checks every call's method, fans the
+// calls out on a pool.Pool against the processor functions of the wrapped
+// server, and collects one Response per Request in request order.
+//
+// Each call runs in memory through the method's thrift.TProcessorFunction,
+// exactly as the server would run it for a message of its own: the arguments
+// are read from the Request's bytes and the reply is what the function writes
+// after the message header. Middleware installed on those functions (by
+// thrift.WrapProcessor or AddToProcessorMap) therefore sees every batched
+// call as it sees the same call sent alone.
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+
+	"github.com/apache/thrift/lib/go/thrift"
+	"github.com/rs/zerolog"
+
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/pool"
+)
+
+// DefaultMaxConcurrency is the most calls of one batch that run at once
+// unless WithMaxConcurrency says otherwise.
+const DefaultMaxConcurrency = 256
+
+// MethodName is the name of the batch method in the wire contract.
+const MethodName = "executeBatch"
+
+// Dispatcher runs batches on a pool. It is safe for concurrent use.
+type Dispatcher struct {
+	pool           *pool.Pool
+	log            zerolog.Logger
+	maxConcurrency int
+}
+
+type config struct {
+	log            zerolog.Logger
+	maxConcurrency int
+}
+
+// Option configures a Dispatcher.
+type Option func(*config)
+
+// WithLogger sets where handler panics are logged, at error level with the
+// stack. The default is zerolog.Nop(): nothing is logged.
+func WithLogger(l zerolog.Logger) Option { return func(c *config) { c.log = l } }
+
+// WithMaxConcurrency caps how many calls of one batch run at once, so that one
+// large batch cannot take every worker of the pool. The default is
+// DefaultMaxConcurrency (256); 0 means no cap below the pool's size. It must
+// not be negative.
+func WithMaxConcurrency(n int) Option { return func(c *config) { c.maxConcurrency = n } }
+
+// New returns a Dispatcher that runs calls on p. It returns an error for an
+// invalid option.
+func New(p *pool.Pool, opts ...Option) (*Dispatcher, error) {
+	if p == nil {
+		return nil, errors.New("dispatcher: nil pool")
+	}
+	cfg := config{log: zerolog.Nop(), maxConcurrency: DefaultMaxConcurrency}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.maxConcurrency < 0 {
+		return nil, fmt.Errorf("dispatcher: max concurrency must not be negative, got %d", cfg.maxConcurrency)
+	}
+	return &Dispatcher{pool: p, log: cfg.log, maxConcurrency: cfg.maxConcurrency}, nil
+}
+
+// Batch is one batch to run.
+type Batch struct {
+	// Requests are the calls, answered in this order.
+	Requests []*batch.Request
+	// Functions maps each method name to the function that serves it,
+	// usually the wrapped processor's ProcessorMap().
+	Functions map[string]thrift.TProcessorFunction
+	// Protocol is the protocol the batch arrived on. Arguments and replies
+	// are encoded with its kind: binary, compact or JSON.
+	Protocol thrift.TProtocol
+	// Sequential runs the calls one at a time in request order.
+	Sequential bool
+}
+
+// IsBatchMethod reports whether a message or call name names executeBatch,
+// alone or under a service name of a TMultiplexedProcessor.
+func IsBatchMethod(name string) bool {
+	return name == MethodName || strings.HasSuffix(name, thrift.MULTIPLEXED_SEPARATOR+MethodName)
+}
+
+// Run runs the batch and returns one Response per Request, in order. Every
+// method name is checked before any call runs: an unknown method answers its
+// call with UNKNOWN_METHOD and runs nothing, and a call of executeBatch
+// itself fails the whole batch with a *batch.BatchError (NESTED_BATCH). Run
+// also returns a *batch.BatchError (SHUTTING_DOWN) once the pool is closing,
+// and an error wrapping wire.ErrUnknownProtocol when the batch's protocol is
+// not binary, compact or JSON.
+//
+// Calls still running when ctx is done answer with the CALL_DEADLINE_EXCEEDED
+// or CALL_CANCELED error and Run returns at once; their handlers see ctx done
+// and their late results are discarded. A handler panic answers its call with
+// INTERNAL_ERROR, and its value and stack go to the log only.
+//
+// Cost beyond the handlers: three allocations per batch, and per call a copy
+// of the reply and a Response.
+func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error) {
+	kind, err := wire.KindOf(b.Protocol)
+	if err != nil {
+		return nil, err
+	}
+	n := len(b.Requests)
+	r := &run{d: d, kind: kind, reqs: b.Requests, fns: make([]thrift.TProcessorFunction, n), ctxs: make([]callCtx, n)}
+	for i, req := range b.Requests {
+		if req == nil {
+			continue // answered as an unknown method ""
+		}
+		if IsBatchMethod(req.Method) {
+			return nil, &batch.BatchError{
+				Code:    batch.BatchErrorCode_NESTED_BATCH,
+				Message: fmt.Sprintf("request %d calls %s: executeBatch cannot be called inside a batch", i, req.Method),
+			}
+		}
+		r.fns[i] = b.Functions[req.Method]
+	}
+	limit := d.maxConcurrency
+	if b.Sequential {
+		limit = 1
+	}
+	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) batch.Response { return r.call(ctx, i) })
+	if errors.Is(err, pool.ErrClosed) {
+		return nil, &batch.BatchError{Code: batch.BatchErrorCode_SHUTTING_DOWN, Message: "the server is shutting down and takes no new batches"}
+	}
+	out := make([]*batch.Response, n)
+	for i := range out {
+		v := &res.Values[i]
+		switch res.Status(i) {
+		case pool.StatusDone:
+		case pool.StatusCanceled, pool.StatusAbandoned:
+			*v = failed(contextError(ctx, i))
+		case pool.StatusOverloaded:
+			*v = failed(batch.CALL_OVERLOADED, fmt.Sprintf("call %d not run: no worker was free and the server refuses calls when overloaded", i))
+		case pool.StatusPanicked:
+			*v = failed(thrift.INTERNAL_ERROR, "internal error processing "+method(b.Requests[i]))
+		}
+		if req := b.Requests[i]; req != nil {
+			v.ID = req.ID
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// Call describes the call of a batch a handler is serving.
+type Call struct {
+	// Index is the call's position in the batch, from 0.
+	Index int
+	// Method is the method name the call was made with.
+	Method string
+}
+
+type callKey struct{}
+
+// CallFromContext returns the batch call that ctx belongs to, and false when
+// ctx is not a batched call's.
+func CallFromContext(ctx context.Context) (Call, bool) {
+	c, ok := ctx.Value(callKey{}).(*callCtx)
+	if !ok {
+		return Call{}, false
+	}
+	return Call{Index: c.index, Method: c.method}, true
+}
+
+// callCtx is the context of one call: the batch's context plus the call's
+// place in it. The batch allocates them all at once, so a call costs no
+// context allocation.
+type callCtx struct {
+	context.Context
+	index  int
+	method string
+}
+
+func (c *callCtx) Value(key any) any {
+	if key == (callKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// run is the state of one Run.
+type run struct {
+	d    *Dispatcher
+	kind wire.Kind
+	reqs []*batch.Request
+	fns  []thrift.TProcessorFunction
+	ctxs []callCtx
+}
+
+// call runs call i and returns its Response.
+func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
+	req, fn := r.reqs[i], r.fns[i]
+	if fn == nil {
+		return failed(thrift.UNKNOWN_METHOD, fmt.Sprintf("unknown method %q", method(req)))
+	}
+	cctx := &r.ctxs[i]
+	*cctx = callCtx{Context: ctx, index: i, method: req.Method}
+	c := wire.Get(r.kind)
+	defer func() {
+		// A handler's panic must not take the server down, nor the other
+		// calls of its batch: it becomes this call's error. The value and
+		// stack may hold internal details, so they go to the log only. The
+		// Call is dropped, not reused: its protocol may be mid-struct.
+		if v := recover(); v != nil {
+			r.d.log.Error().Str("method", req.Method).Int("index", i).
+				Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
+				Msg("thriftbatch: handler panicked")
+			resp = failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)
+		}
+	}()
+	out, err := c.Run(cctx, fn, req.Method, req.Arguments)
+	switch out.Type {
+	case thrift.REPLY:
+		// Declared exceptions come back here too, inside the result struct.
+		resp.Reply = bytes.Clone(out.Body)
+		wire.Put(c)
+	case thrift.EXCEPTION:
+		ex, derr := c.DecodeException(ctx, out.Body)
+		if derr != nil {
+			return failed(thrift.INTERNAL_ERROR, fmt.Sprintf("%s wrote an exception that does not decode: %v", req.Method, derr))
+		}
+		if ex.TypeId() != thrift.PROTOCOL_ERROR {
+			wire.Put(c)
+		}
+		return failed(ex.TypeId(), ex.Error())
+	default:
+		// Nothing written: a oneway method, or a call that gave up.
+		if err == nil {
+			resp.Reply = wire.EmptyStruct(r.kind)
+			wire.Put(c)
+			return resp
+		}
+		if ctx.Err() != nil {
+			return failed(contextError(ctx, i))
+		}
+		r.d.log.Error().Str("method", req.Method).Int("index", i).Err(err).Msg("thriftbatch: call failed without a reply")
+		return failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)
+	}
+	return resp
+}
+
+func method(req *batch.Request) string {
+	if req == nil {
+		return ""
+	}
+	return req.Method
+}
+
+func failed(code int32, msg string) batch.Response {
+	return batch.Response{Error: &batch.CallError{Type: code, Message: msg}}
+}
+
+// contextError maps the batch context's end to the CallError of call i.
+func contextError(ctx context.Context, i int) (int32, string) {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return batch.CALL_DEADLINE_EXCEEDED, fmt.Sprintf("call %d did not finish before the batch deadline", i)
+	}
+	return batch.CALL_CANCELED, fmt.Sprintf("call %d canceled: %v", i, context.Cause(ctx))
+}

@@ -1,0 +1,337 @@
+// Package wire runs Thrift processor functions in memory and encodes
+// structs with the protocol a batch arrived on: the binary, compact or JSON
+// protocol over a byte slice, with the message header left out on both
+// sides.
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+
+	"github.com/apache/thrift/lib/go/thrift"
+)
+
+// Kind is a Thrift protocol encoding.
+type Kind uint8
+
+// The protocol encodings a batch can arrive in.
+const (
+	Binary Kind = iota
+	Compact
+	JSON
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Binary:
+		return "binary"
+	case Compact:
+		return "compact"
+	case JSON:
+		return "json"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// ErrUnknownProtocol is returned by KindOf for a protocol it cannot see
+// through.
+var ErrUnknownProtocol = errors.New("wire: unrecognised protocol")
+
+// KindOf returns the encoding of p: TBinaryProtocol, TCompactProtocol,
+// TJSONProtocol, THeaderProtocol (by the protocol its current frame uses),
+// and any wrapper that embeds a thrift.TProtocol as its first field (as the
+// library's TMultiplexedProcessor does for the calls it forwards).
+func KindOf(p thrift.TProtocol) (Kind, error) {
+	for range 8 { // wrappers nest a few levels at most
+		switch t := p.(type) {
+		case *thrift.TBinaryProtocol:
+			return Binary, nil
+		case *thrift.TCompactProtocol:
+			return Compact, nil
+		case *thrift.TJSONProtocol:
+			return JSON, nil
+		case *thrift.THeaderProtocol:
+			ht, ok := t.Transport().(*thrift.THeaderTransport)
+			if !ok {
+				return 0, fmt.Errorf("%w: THeaderProtocol over %T", ErrUnknownProtocol, t.Transport())
+			}
+			switch id := ht.Protocol(); id {
+			case thrift.THeaderProtocolBinary:
+				return Binary, nil
+			case thrift.THeaderProtocolCompact:
+				return Compact, nil
+			default:
+				return 0, fmt.Errorf("%w: THeader protocol id %d", ErrUnknownProtocol, id)
+			}
+		}
+		inner, ok := embedded(p)
+		if !ok {
+			break
+		}
+		p = inner
+	}
+	return 0, fmt.Errorf("%w: %T", ErrUnknownProtocol, p)
+}
+
+// embedded returns the thrift.TProtocol that a wrapper struct embeds first.
+func embedded(p thrift.TProtocol) (thrift.TProtocol, bool) {
+	v := reflect.ValueOf(p)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct || v.NumField() == 0 {
+		return nil, false
+	}
+	f := v.Type().Field(0)
+	if !f.Anonymous || !f.IsExported() || f.Type != reflect.TypeFor[thrift.TProtocol]() {
+		return nil, false
+	}
+	inner, ok := v.Field(0).Interface().(thrift.TProtocol)
+	return inner, ok && inner != nil
+}
+
+// NewProtocol returns a protocol of kind k over t.
+func (k Kind) NewProtocol(t thrift.TTransport, cfg *thrift.TConfiguration) thrift.TProtocol {
+	switch k {
+	case Compact:
+		return thrift.NewTCompactProtocolConf(t, cfg)
+	case JSON:
+		p := thrift.NewTJSONProtocol(t)
+		p.SetTConfiguration(cfg)
+		return p
+	default:
+		return thrift.NewTBinaryProtocolConf(t, cfg)
+	}
+}
+
+// Buffer is a thrift.TTransport over memory: reads consume the bytes given to
+// Reset, writes append to Out. It implements thrift.TRichTransport, so the
+// protocols use it as it is.
+type Buffer struct {
+	in  []byte
+	pos int
+	// Out holds what has been written since the last Reset.
+	Out []byte
+}
+
+var _ thrift.TRichTransport = (*Buffer)(nil)
+
+// Reset makes in the bytes to read and empties Out, keeping its capacity.
+func (b *Buffer) Reset(in []byte) {
+	b.in, b.pos, b.Out = in, 0, b.Out[:0]
+}
+
+func (b *Buffer) Read(p []byte) (int, error) {
+	if b.pos >= len(b.in) {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, b.in[b.pos:])
+	b.pos += n
+	return n, nil
+}
+
+// ReadByte implements io.ByteReader.
+func (b *Buffer) ReadByte() (byte, error) {
+	if b.pos >= len(b.in) {
+		return 0, io.EOF
+	}
+	c := b.in[b.pos]
+	b.pos++
+	return c, nil
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.Out = append(b.Out, p...)
+	return len(p), nil
+}
+
+// WriteByte implements io.ByteWriter.
+func (b *Buffer) WriteByte(c byte) error {
+	b.Out = append(b.Out, c)
+	return nil
+}
+
+// WriteString appends s to Out.
+func (b *Buffer) WriteString(s string) (int, error) {
+	b.Out = append(b.Out, s...)
+	return len(s), nil
+}
+
+// RemainingBytes reports the unread bytes, which lets the protocols refuse a
+// container or string longer than the input before allocating it.
+func (b *Buffer) RemainingBytes() uint64 { return uint64(len(b.in) - b.pos) }
+
+// Close does nothing.
+func (b *Buffer) Close() error { return nil }
+
+// Flush does nothing.
+func (b *Buffer) Flush(context.Context) error { return nil }
+
+// Open does nothing.
+func (b *Buffer) Open() error { return nil }
+
+// IsOpen reports true: the code generated for a method polls it to learn
+// whether its client went away, and a batch's calls learn that from their
+// context instead.
+func (b *Buffer) IsOpen() bool { return true }
+
+// reader reads a bare struct as if a message header had come before it.
+type reader struct {
+	thrift.TProtocol
+	name   string
+	typeID thrift.TMessageType
+	seqID  int32
+}
+
+func (r *reader) ReadMessageBegin(context.Context) (string, thrift.TMessageType, int32, error) {
+	return r.name, r.typeID, r.seqID, nil
+}
+
+func (r *reader) ReadMessageEnd(context.Context) error { return nil }
+
+// writer writes a bare struct, leaving out the message header, and remembers
+// the message type the header would have carried.
+type writer struct {
+	thrift.TProtocol
+	typeID  thrift.TMessageType
+	written bool
+}
+
+func (w *writer) WriteMessageBegin(_ context.Context, _ string, typeID thrift.TMessageType, _ int32) error {
+	w.typeID, w.written = typeID, true
+	return nil
+}
+
+func (w *writer) WriteMessageEnd(context.Context) error { return nil }
+
+// Call runs one processor function in memory. A Call is reused for many calls
+// of one kind, one at a time; Get and Put keep them in a pool per kind.
+type Call struct {
+	kind  Kind
+	buf   Buffer
+	proto thrift.TProtocol
+	in    reader
+	out   writer
+}
+
+var calls [3]sync.Pool
+
+// cfg is the configuration of the in-memory protocols. The input of a call is
+// already in memory, so the size limits that matter were applied when the
+// batch was read; the protocols still refuse lengths beyond the input.
+var cfg = &thrift.TConfiguration{}
+
+// Get returns a Call of kind k from the pool.
+func Get(k Kind) *Call {
+	if c, ok := calls[k].Get().(*Call); ok {
+		return c
+	}
+	c := &Call{kind: k}
+	c.proto = k.NewProtocol(&c.buf, cfg)
+	c.in.TProtocol = c.proto
+	c.out.TProtocol = c.proto
+	return c
+}
+
+// Put returns c to the pool. Pass only a Call whose last Run ended normally:
+// after a panic or a decode error, its protocol may hold state from the
+// broken call. A JSON call is never reused: the JSON protocol buffers input
+// it has not parsed and offers no way to reset it.
+func Put(c *Call) {
+	if c.kind == JSON {
+		return
+	}
+	c.buf.Reset(nil)
+	c.in.name = ""
+	calls[c.kind].Put(c)
+}
+
+// Result is what one call wrote.
+type Result struct {
+	// Type is the message type of the reply: REPLY, EXCEPTION, or 0 when
+	// nothing was written (a oneway method, or a call abandoned).
+	Type thrift.TMessageType
+	// Body is the reply's struct as it would follow the message header.
+	// It aliases the Call's buffer and is valid until the Call's next Run.
+	Body []byte
+}
+
+// Run calls fn as a server would for a message named method whose body is
+// args, and returns what fn wrote after the message header, along with fn's
+// error. It does not recover panics.
+func (c *Call) Run(ctx context.Context, fn thrift.TProcessorFunction, method string, args []byte) (Result, thrift.TException) {
+	c.buf.Reset(args)
+	c.in.name, c.in.typeID, c.in.seqID = method, thrift.CALL, 0
+	c.out.written = false
+	_, err := fn.Process(ctx, 0, &c.in, &c.out)
+	if ferr := c.proto.Flush(ctx); ferr != nil && err == nil {
+		err = thrift.WrapTException(ferr)
+	}
+	if !c.out.written {
+		return Result{}, err
+	}
+	return Result{Type: c.out.typeID, Body: c.buf.Out}, err
+}
+
+// DecodeException decodes the TApplicationException an EXCEPTION message
+// carries.
+func (c *Call) DecodeException(ctx context.Context, body []byte) (thrift.TApplicationException, error) {
+	c.buf.Reset(body)
+	ex := thrift.NewTApplicationException(thrift.UNKNOWN_APPLICATION_EXCEPTION, "")
+	if err := ex.Read(ctx, c.proto); err != nil {
+		return nil, err
+	}
+	return ex, nil
+}
+
+// Encode appends s, encoded with kind k as a bare struct, to dst.
+func Encode(ctx context.Context, k Kind, dst []byte, s thrift.TStruct) ([]byte, error) {
+	c := Get(k)
+	c.buf.Reset(nil)
+	c.buf.Out = dst
+	err := s.Write(ctx, c.proto)
+	if err == nil {
+		err = c.proto.Flush(ctx)
+	}
+	out := c.buf.Out
+	c.buf.Out = nil
+	if err != nil {
+		return nil, err
+	}
+	Put(c)
+	return out, nil
+}
+
+// Decode reads the bare struct in b, encoded with kind k, into s. The
+// protocol refuses any length beyond len(b), so a lying length cannot make it
+// allocate more than the input could hold.
+func Decode(ctx context.Context, k Kind, b []byte, s thrift.TStruct) error {
+	c := Get(k)
+	c.buf.Reset(b)
+	if err := s.Read(ctx, c.proto); err != nil {
+		return err
+	}
+	Put(c)
+	return nil
+}
+
+var (
+	emptyBinary = []byte{byte(thrift.STOP)}
+	emptyJSON   = []byte("{}")
+)
+
+// EmptyStruct returns the encoding of a struct with no fields set, the reply
+// of a oneway method. The slice is shared: do not modify it.
+func EmptyStruct(k Kind) []byte {
+	if k == JSON {
+		return emptyJSON
+	}
+	return emptyBinary
+}

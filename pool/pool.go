@@ -1,0 +1,506 @@
+// Package pool runs the calls of a batch on a shared worker pool
+// (github.com/panjf2000/ants/v2), like errgroup.Group with a limit, but with
+// three things a batch needs: results in slot order without locks, a deadline
+// that frees the caller even when a call never returns, and no goroutine
+// hand-off per call.
+//
+// Run does not submit one task per call. It submits helpers, and every helper
+// claims the next unclaimed index from a shared counter until none is left, so
+// a batch of a thousand 200 ns calls costs one or two hand-offs, not a
+// thousand. The caller's goroutine coordinates: it watches the context, and
+// while calls remain unclaimed it doubles the number of helpers every ramp-up
+// interval (default 20 µs), up to the batch's limit. Slow calls (I/O) so get
+// one helper each within a few intervals, and trivial calls finish on the
+// first one or two.
+//
+// The coordinator never waits on the pool while holding a worker, so Run
+// cannot deadlock: not with a saturated pool, not with a pool of one worker,
+// not when a call itself sends a batch to the same server.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/ants/v2"
+)
+
+// Defaults for the options of New.
+const (
+	DefaultSize     = 1024
+	DefaultExpiry   = 10 * time.Second
+	DefaultRampUp   = 20 * time.Microsecond
+	minWaitInterval = 50 * time.Microsecond
+	maxWaitInterval = time.Millisecond
+)
+
+// ErrClosed is returned by Run after Close has begun.
+var ErrClosed = errors.New("pool: closed")
+
+// Policy says what a batch does when the pool has no free worker for it.
+type Policy int
+
+const (
+	// CallerRuns runs the batch's calls on the caller's goroutine when no
+	// worker is free. Nothing is refused and nothing waits, but the
+	// caller cannot leave a call that never returns: the batch's deadline
+	// is then honoured between calls only. This is the default.
+	CallerRuns Policy = iota
+	// Wait waits for a free worker until the context is done; calls not
+	// started by then end with StatusCanceled. Concurrency never exceeds
+	// the pool size. A call that sends a batch to its own server can wait
+	// for its batch's deadline when every worker is taken.
+	Wait
+	// Reject ends the batch's calls with StatusOverloaded when no worker
+	// is free to start them.
+	Reject
+)
+
+// String returns the policy's name as the flags of the example server spell
+// it: "caller-runs", "wait" or "reject".
+func (p Policy) String() string {
+	switch p {
+	case CallerRuns:
+		return "caller-runs"
+	case Wait:
+		return "wait"
+	case Reject:
+		return "reject"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// ParsePolicy parses the names String returns.
+func ParsePolicy(s string) (Policy, error) {
+	for _, p := range []Policy{CallerRuns, Wait, Reject} {
+		if p.String() == s {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("pool: unknown overload policy %q (want caller-runs, wait or reject)", s)
+}
+
+// Pool is a worker pool shared by every batch of a server. It is safe for
+// concurrent use.
+type Pool struct {
+	workers *ants.Pool
+	policy  Policy
+	rampUp  time.Duration
+
+	mu       sync.Mutex
+	closed   bool
+	inflight int
+	drained  chan struct{} // closed when closed && inflight == 0
+}
+
+type config struct {
+	size     int
+	preAlloc bool
+	expiry   time.Duration
+	policy   Policy
+	rampUp   time.Duration
+}
+
+// Option configures a Pool.
+type Option func(*config)
+
+// WithSize sets the number of workers, the most calls the pool runs at once
+// across all batches. The default is DefaultSize (1024). It must be
+// positive. Idle workers cost nothing but the goroutine's stack until they
+// expire (WithExpiry).
+func WithSize(n int) Option { return func(c *config) { c.size = n } }
+
+// WithPreAlloc allocates the worker queue for the full size up front. The
+// default is false. A pre-allocated pool cannot be resized with Tune.
+func WithPreAlloc(b bool) Option { return func(c *config) { c.preAlloc = b } }
+
+// WithExpiry sets how long an idle worker lives before its goroutine exits.
+// The default is DefaultExpiry (10 s). It must be positive.
+func WithExpiry(d time.Duration) Option { return func(c *config) { c.expiry = d } }
+
+// WithPolicy sets what a batch does when no worker is free. The default is
+// CallerRuns.
+func WithPolicy(p Policy) Option { return func(c *config) { c.policy = p } }
+
+// WithRampUp sets how long a batch's calls run on the helpers they have
+// before the batch doubles its helpers, while calls remain unclaimed. The
+// default is DefaultRampUp (20 µs): about ten hand-offs' worth, so trivial
+// calls rarely pay for helpers they do not need, and a batch of slow calls
+// reaches 256 concurrent calls in 8 steps. It must be positive.
+func WithRampUp(d time.Duration) Option { return func(c *config) { c.rampUp = d } }
+
+// New starts a pool. It returns an error for an invalid option. The pool
+// starts ants' two housekeeping goroutines; release them with Close.
+func New(opts ...Option) (*Pool, error) {
+	cfg := config{size: DefaultSize, expiry: DefaultExpiry, policy: CallerRuns, rampUp: DefaultRampUp}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	switch {
+	case cfg.size <= 0:
+		return nil, fmt.Errorf("pool: size must be positive, got %d", cfg.size)
+	case cfg.expiry <= 0:
+		return nil, fmt.Errorf("pool: worker expiry must be positive, got %v", cfg.expiry)
+	case cfg.rampUp <= 0:
+		return nil, fmt.Errorf("pool: ramp-up interval must be positive, got %v", cfg.rampUp)
+	case cfg.policy < CallerRuns || cfg.policy > Reject:
+		return nil, fmt.Errorf("pool: unknown overload policy %v", cfg.policy)
+	}
+	workers, err := ants.NewPool(cfg.size,
+		ants.WithNonblocking(true), // the policies decide what happens when the pool is full
+		ants.WithPreAlloc(cfg.preAlloc),
+		ants.WithExpiryDuration(cfg.expiry),
+		ants.WithLogger(discard{}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	return &Pool{workers: workers, policy: cfg.policy, rampUp: cfg.rampUp, drained: make(chan struct{})}, nil
+}
+
+// discard keeps ants from printing on the standard logger: a helper never
+// panics (Run recovers), so ants has nothing worth saying.
+type discard struct{}
+
+func (discard) Printf(string, ...any) {}
+
+// Cap returns the pool's size.
+func (p *Pool) Cap() int { return p.workers.Cap() }
+
+// Running returns the number of workers running a helper now.
+func (p *Pool) Running() int { return p.workers.Running() }
+
+// Free returns the number of workers that could start now.
+func (p *Pool) Free() int { return p.workers.Free() }
+
+// Tune changes the pool's size on a running pool without dropping work:
+// helpers already running finish, and new ones start while the pool has room
+// under the new size. It does nothing for a pre-allocated pool or a size
+// below 1.
+func (p *Pool) Tune(size int) { p.workers.Tune(size) }
+
+// Close stops new batches (Run returns ErrClosed), waits until the batches in
+// flight have returned or ctx is done, then releases the workers, waiting for
+// them to exit within what is left of ctx. It returns ctx's error when ctx
+// ended first; workers stuck in calls that never return are then left behind.
+// Calling Close again returns nil once the first call has finished.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		if p.inflight == 0 {
+			close(p.drained)
+		}
+	}
+	p.mu.Unlock()
+
+	var err error
+	select {
+	case <-p.drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if p.workers.IsClosed() {
+		return err
+	}
+	if err != nil {
+		p.workers.Release()
+		return err
+	}
+	if rerr := p.workers.ReleaseContext(ctx); rerr != nil {
+		return fmt.Errorf("pool: release workers: %w", rerr)
+	}
+	return nil
+}
+
+func (p *Pool) enter() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.inflight++
+	return true
+}
+
+func (p *Pool) exit() {
+	p.mu.Lock()
+	p.inflight--
+	if p.closed && p.inflight == 0 {
+		close(p.drained)
+	}
+	p.mu.Unlock()
+}
+
+// Status is what became of one index of a Run.
+type Status uint32
+
+const (
+	statusPending Status = iota
+	statusRunning
+	statusWriting
+	// StatusDone means fn returned and its value is in Results.Values.
+	StatusDone
+	// StatusCanceled means fn never started: the context was done first.
+	StatusCanceled
+	// StatusOverloaded means fn never started: no worker was free and the
+	// policy is Reject.
+	StatusOverloaded
+	// StatusAbandoned means fn had started but not returned when the
+	// context was done. Its value, if it ever returns, is discarded.
+	StatusAbandoned
+	// StatusPanicked means fn panicked. Callers that want the panic value
+	// and stack recover inside fn; this is the pool's safety net.
+	StatusPanicked
+)
+
+// Results holds the outcome of a Run: Values[i] is fn(i)'s value where
+// Status(i) is StatusDone, and the zero value elsewhere.
+type Results[T any] struct {
+	Values []T
+	state  []atomic.Uint32
+}
+
+// Status returns what became of index i.
+func (r *Results[T]) Status(i int) Status { return Status(r.state[i].Load()) }
+
+// run is the shared state of one Run.
+type run[T any] struct {
+	fn      func(i int) T
+	n       int64
+	res     *Results[T]
+	next    atomic.Int64  // the next index to claim
+	left    atomic.Int64  // indices not yet claimed and settled
+	stop    atomic.Uint32 // a Status that unclaimed indices get, or 0 to run them
+	done    chan struct{} // closed when left reaches 0
+	work    func()        // the helper, allocated once per Run
+	helpers int           // touched by the coordinator only
+}
+
+// Run calls fn(i) for every i in [0, n) and returns their values in index
+// order. At most limit calls of this batch run at once (limit < 1 means n);
+// limit 1 runs them one at a time in index order.
+//
+// Run returns when every call has returned or ctx is done, whichever comes
+// first; calls that had not started get StatusCanceled, calls still running
+// get StatusAbandoned and keep their worker until they return. fn should
+// honour ctx. A panic in fn gives that index StatusPanicked; the other calls
+// go on.
+//
+// Cost: one allocation of the Results, one helper hand-off for a batch whose
+// calls finish within the ramp-up interval, and an atomic increment and two
+// compare-and-swaps per call. It returns ErrClosed, running nothing, after
+// Close has begun.
+func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*Results[T], error) {
+	res := &Results[T]{Values: make([]T, n), state: make([]atomic.Uint32, n)}
+	if n == 0 {
+		return res, nil
+	}
+	if !p.enter() {
+		return nil, ErrClosed
+	}
+	defer p.exit()
+	if limit < 1 || limit > n {
+		limit = n
+	}
+	r := &run[T]{fn: fn, n: int64(n), res: res, done: make(chan struct{})}
+	r.left.Store(int64(n))
+	r.work = r.loop
+
+	if err := ctx.Err(); err != nil {
+		r.settle(StatusCanceled)
+		return res, nil
+	}
+	if !r.spawn(p) {
+		switch p.policy {
+		case CallerRuns:
+			r.loopUntil(ctx)
+			return res, nil
+		case Reject:
+			r.settle(StatusOverloaded)
+			return res, nil
+		case Wait:
+			if !r.waitSpawn(ctx, p) {
+				r.settle(StatusCanceled)
+				return res, nil
+			}
+		}
+	}
+	r.coordinate(ctx, p, limit)
+	return res, nil
+}
+
+// coordinate waits for the batch, doubling its helpers every ramp-up
+// interval while calls remain unclaimed, and gives up the unfinished calls
+// when ctx is done.
+func (r *run[T]) coordinate(ctx context.Context, p *Pool, limit int) {
+	if r.helpers >= limit {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			r.abandon()
+		}
+		return
+	}
+	ramp := time.NewTimer(p.rampUp)
+	defer ramp.Stop()
+	tick := ramp.C
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-ctx.Done():
+			r.abandon()
+			return
+		case <-tick:
+			unclaimed := int(r.n - r.next.Load())
+			want := min(r.helpers, limit-r.helpers, unclaimed)
+			for range want {
+				if !r.spawn(p) {
+					break // the pool is full: the helpers there are will finish the batch
+				}
+			}
+			if r.helpers >= limit || unclaimed <= want {
+				tick = nil
+				continue
+			}
+			ramp.Reset(p.rampUp)
+		}
+	}
+}
+
+func (r *run[T]) spawn(p *Pool) bool {
+	if p.workers.Submit(r.work) != nil {
+		return false
+	}
+	r.helpers++
+	return true
+}
+
+// waitSpawn retries the first hand-off with a growing pause until it succeeds
+// or ctx is done. ants cannot wait on a context, hence the polling.
+func (r *run[T]) waitSpawn(ctx context.Context, p *Pool) bool {
+	pause := minWaitInterval
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		if r.spawn(p) {
+			return true
+		}
+		pause = min(2*pause, maxWaitInterval)
+		t.Reset(pause)
+	}
+}
+
+// loop is a helper: it claims indices until none is left.
+func (r *run[T]) loop() {
+	for {
+		i := r.next.Add(1) - 1
+		if i >= r.n {
+			return
+		}
+		r.one(int(i))
+	}
+}
+
+// loopUntil runs the calls on the caller's goroutine, checking ctx between
+// calls.
+func (r *run[T]) loopUntil(ctx context.Context) {
+	for {
+		if ctx.Err() != nil {
+			r.settle(StatusCanceled)
+			return
+		}
+		i := r.next.Add(1) - 1
+		if i >= r.n {
+			return
+		}
+		r.one(int(i))
+	}
+}
+
+// one runs index i unless the batch has stopped, and settles it.
+func (r *run[T]) one(i int) {
+	defer r.settled()
+	st := &r.res.state[i]
+	if s := r.stop.Load(); s != 0 {
+		st.CompareAndSwap(uint32(statusPending), s)
+		return
+	}
+	if !st.CompareAndSwap(uint32(statusPending), uint32(statusRunning)) {
+		return // abandoned before it started
+	}
+	v, ok := r.call(i)
+	if !ok {
+		st.CompareAndSwap(uint32(statusRunning), uint32(StatusPanicked))
+		return
+	}
+	// Only the goroutine that moves running to writing may write slot i;
+	// abandon moves running to abandoned instead, and then the value is
+	// dropped here.
+	if st.CompareAndSwap(uint32(statusRunning), uint32(statusWriting)) {
+		r.res.Values[i] = v
+		st.Store(uint32(StatusDone))
+	}
+}
+
+// call runs fn(i). The recover is a safety net, not error handling: a panic
+// escaping a helper would kill ants' worker and leave the batch waiting for
+// an index that never settles.
+func (r *run[T]) call(i int) (v T, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return r.fn(i), true
+}
+
+func (r *run[T]) settled() {
+	if r.left.Add(-1) == 0 {
+		close(r.done)
+	}
+}
+
+// settle gives every unclaimed index the status s, on the caller's goroutine.
+func (r *run[T]) settle(s Status) {
+	r.stop.Store(uint32(s))
+	for {
+		i := r.next.Add(1) - 1
+		if i >= r.n {
+			return
+		}
+		r.one(int(i))
+	}
+}
+
+// abandon gives up the calls that are not done: those not started become
+// StatusCanceled and those running StatusAbandoned. It returns once every
+// index has its final status; a call being written is waited for, which takes
+// a few nanoseconds.
+func (r *run[T]) abandon() {
+	r.stop.Store(uint32(StatusCanceled))
+	for i := range r.res.state {
+		st := &r.res.state[i]
+		for {
+			s := Status(st.Load())
+			if s == statusPending && st.CompareAndSwap(uint32(s), uint32(StatusCanceled)) ||
+				s == statusRunning && st.CompareAndSwap(uint32(s), uint32(StatusAbandoned)) ||
+				s > statusWriting {
+				break
+			}
+			// statusWriting, or a race with a helper: look again.
+			runtime.Gosched()
+		}
+	}
+}

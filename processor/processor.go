@@ -1,0 +1,340 @@
+// Package processor wraps an existing thrift.TProcessor so that it also
+// serves executeBatch, the batch method of the thriftbatch wire contract
+// (idl/batch.thrift, docs/SPEC.md), on the same port, protocol and transport.
+//
+//	p, err := processor.New(catalog.NewCatalogProcessor(handler))
+//	if err != nil { ... }
+//	defer p.Close(context.Background())
+//	server := thrift.NewTSimpleServer4(p, transport, transportFactory, protocolFactory)
+//
+// Every other message goes to the wrapped processor unchanged. A batch's calls
+// run in memory through the wrapped processor's own functions, middleware
+// included, on a worker pool (package pool), and come back in request order.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
+	"github.com/rs/zerolog"
+
+	"github.com/thriftbatch/thriftbatch/compress"
+	"github.com/thriftbatch/thriftbatch/dispatcher"
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/pool"
+)
+
+// Processor is a thrift.TProcessor that serves executeBatch and passes every
+// other message to the processor it wraps. It is safe for concurrent use.
+type Processor struct {
+	inner    thrift.TProcessor
+	batchFn  atomic.Value // thrift.TProcessorFunction serving executeBatch
+	dispatch *dispatcher.Dispatcher
+	pool     *pool.Pool
+	ownPool  bool
+	codecs   *compress.Codecs
+	cfg      *config
+	log      zerolog.Logger
+}
+
+var _ thrift.TProcessor = (*Processor)(nil)
+
+// New wraps inner. It returns an error for an invalid option. Unless WithPool
+// is given, it starts a worker pool of its own, which Close releases.
+func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
+	if inner == nil {
+		return nil, errors.New("processor: nil inner processor")
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	codecs, err := compress.New(compress.WithMaxDecodedSize(cfg.maxDecompressedBytes))
+	if err != nil {
+		return nil, fmt.Errorf("processor: %w", err)
+	}
+	p := &Processor{inner: inner, codecs: codecs, cfg: cfg, log: cfg.log, pool: cfg.pool}
+	if p.pool == nil {
+		if p.pool, err = pool.New(cfg.poolOpts...); err != nil {
+			codecs.Close()
+			return nil, fmt.Errorf("processor: %w", err)
+		}
+		p.ownPool = true
+	}
+	p.dispatch, err = dispatcher.New(p.pool, dispatcher.WithLogger(cfg.log), dispatcher.WithMaxConcurrency(cfg.maxConcurrency))
+	if err != nil {
+		p.Close(context.Background())
+		return nil, fmt.Errorf("processor: %w", err)
+	}
+	fn := batch.NewBatchServiceProcessor(service{p}).ProcessorMap()[dispatcher.MethodName]
+	p.batchFn.Store(fn)
+	return p, nil
+}
+
+// Close stops taking batches (new ones fail with BatchError SHUTTING_DOWN),
+// waits for the batches in flight until ctx is done, and releases the pool
+// unless it came from WithPool. Messages other than executeBatch are not
+// affected. It returns ctx's error when batches were still running then.
+func (p *Processor) Close(ctx context.Context) error {
+	var err error
+	if p.ownPool {
+		err = p.pool.Close(ctx)
+	}
+	p.codecs.Close()
+	return err
+}
+
+// Pool returns the pool the processor's calls run on.
+func (p *Processor) Pool() *pool.Pool { return p.pool }
+
+// Process serves one message: executeBatch (alone, or as "Service:executeBatch"
+// under a multiplexed client) itself, anything else through the wrapped
+// processor unchanged. Telling the two apart costs one string comparison.
+func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool, thrift.TException) {
+	name, typeID, seqID, err := in.ReadMessageBegin(ctx)
+	if err != nil {
+		return false, thrift.WrapTException(err)
+	}
+	if !dispatcher.IsBatchMethod(name) {
+		return p.inner.Process(ctx, thrift.NewStoredMessageProtocol(in, name, typeID, seqID), out)
+	}
+	if typeID != thrift.CALL {
+		// A oneway batch has nowhere to send its responses: refuse it
+		// whole, and say so in the log, since the client hears nothing.
+		p.log.Warn().Str("method", name).Int32("type", int32(typeID)).Msg("thriftbatch: refused a batch not sent as a CALL; no call ran")
+		if err := in.Skip(ctx, thrift.STRUCT); err != nil {
+			return false, thrift.WrapTException(err)
+		}
+		if err := in.ReadMessageEnd(ctx); err != nil {
+			return false, thrift.WrapTException(err)
+		}
+		return true, nil
+	}
+	fn := p.batchFn.Load().(thrift.TProcessorFunction)
+	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
+}
+
+// ProcessorMap returns the wrapped processor's functions and executeBatch's,
+// in a new map. thrift.WrapProcessor uses it to wrap them all, executeBatch
+// included; the calls of a batch then pass through the middleware twice:
+// once as the batch, once each as themselves.
+func (p *Processor) ProcessorMap() map[string]thrift.TProcessorFunction {
+	m := maps.Clone(p.inner.ProcessorMap())
+	if m == nil {
+		m = make(map[string]thrift.TProcessorFunction, 1)
+	}
+	m[dispatcher.MethodName] = p.batchFn.Load().(thrift.TProcessorFunction)
+	return m
+}
+
+// AddToProcessorMap sets the function serving name: executeBatch's here,
+// anything else on the wrapped processor, where batches find it too.
+func (p *Processor) AddToProcessorMap(name string, fn thrift.TProcessorFunction) {
+	if dispatcher.IsBatchMethod(name) {
+		p.batchFn.Store(fn)
+		return
+	}
+	p.inner.AddToProcessorMap(name, fn)
+}
+
+type protocolKey struct{}
+
+// service implements batch.BatchService for the generated executeBatch
+// function, which reads the request, writes the response and, while
+// thrift.ServerConnectivityCheckInterval is above zero, watches the
+// connection: one watcher per batch, whose cancel reaches every call.
+type service struct{ p *Processor }
+
+func (s service) ExecuteBatch(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+	return s.p.execute(ctx, req)
+}
+
+func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+	start := time.Now()
+	proto, _ := ctx.Value(protocolKey{}).(thrift.TProtocol)
+	if proto == nil {
+		return nil, errors.New("executeBatch reached without the protocol it arrived on")
+	}
+	kind, err := wire.KindOf(proto)
+	if err != nil {
+		return nil, thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
+	}
+	if req == nil {
+		req = batch.NewBatchRequest()
+	}
+	requests, bytesIn, err := p.requests(ctx, kind, req)
+	if err != nil {
+		return nil, p.refuse(err)
+	}
+	if d := p.timeout(req); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	responses, err := p.dispatch.Run(ctx, dispatcher.Batch{
+		Requests:   requests,
+		Functions:  p.inner.ProcessorMap(),
+		Protocol:   proto,
+		Sequential: req.GetSequential(),
+	})
+	if err != nil {
+		return nil, p.refuse(err)
+	}
+	resp, bytesOut, err := p.respond(ctx, kind, req.AcceptCodecs, responses)
+	if err != nil {
+		return nil, p.refuse(err)
+	}
+	if e := p.log.Debug(); e.Enabled() {
+		failed := 0
+		for _, r := range responses {
+			if r.Error != nil {
+				failed++
+			}
+		}
+		e.Int("calls", len(responses)).Int("failed", failed).Dur("duration", time.Since(start)).
+			Int("bytes_in", bytesIn).Int("bytes_out", bytesOut).Str("codec", resp.GetCodec().String()).
+			Msg("thriftbatch: batch")
+	}
+	return resp, nil
+}
+
+// refuse logs a refused batch and returns its error.
+func (p *Processor) refuse(err error) error {
+	var be *batch.BatchError
+	if errors.As(err, &be) {
+		p.log.Warn().Str("code", be.Code.String()).Str("reason", be.Message).Msg("thriftbatch: batch refused")
+		return be
+	}
+	p.log.Error().Err(err).Msg("thriftbatch: batch failed")
+	return err
+}
+
+func batchError(code batch.BatchErrorCode, format string, args ...any) *batch.BatchError {
+	return &batch.BatchError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// requests returns the batch's calls, decompressed and checked against the
+// limits, and the bytes they took on the wire.
+func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.BatchRequest) ([]*batch.Request, int, error) {
+	requests := req.Requests
+	wireBytes := 0
+	if req.IsSetCompressedRequests() {
+		codec := req.GetRequestCodec()
+		switch {
+		case len(req.Requests) > 0:
+			return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "both requests (%d calls) and compressedRequests are set; send one", len(req.Requests))
+		case codec == batch.Codec_NONE:
+			return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "compressedRequests is set but requestCodec is NONE")
+		case !compress.IsSupported(codec):
+			return nil, 0, batchError(batch.BatchErrorCode_UNSUPPORTED_CODEC, "requestCodec %v is not supported; supported: %v", codec, compress.Supported)
+		case p.cfg.maxRequestBytes > 0 && len(req.CompressedRequests) > p.cfg.maxRequestBytes:
+			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests is %d bytes, the limit is %d", len(req.CompressedRequests), p.cfg.maxRequestBytes)
+		}
+		wireBytes = len(req.CompressedRequests)
+		raw, err := p.codecs.Decode(codec, nil, req.CompressedRequests)
+		switch {
+		case errors.Is(err, compress.ErrTooLarge):
+			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests (%v, %d bytes) decompresses to more than the limit of %d bytes", codec, len(req.CompressedRequests), p.cfg.maxDecompressedBytes)
+		case err != nil:
+			return nil, 0, batchError(batch.BatchErrorCode_CORRUPT_PAYLOAD, "compressedRequests does not decompress as %v: %v", codec, err)
+		}
+		var inner batch.BatchRequest
+		if err := wire.Decode(ctx, kind, raw, &inner); err != nil {
+			return nil, 0, batchError(batch.BatchErrorCode_CORRUPT_PAYLOAD, "compressedRequests decompressed (%d bytes) but is not a %v-encoded BatchRequest: %v", len(raw), kind, err)
+		}
+		requests = inner.Requests
+	}
+	if p.cfg.maxCalls > 0 && len(requests) > p.cfg.maxCalls {
+		return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", len(requests), p.cfg.maxCalls)
+	}
+	size := 0
+	for _, r := range requests {
+		if r != nil {
+			size += len(r.Method) + len(r.Arguments)
+		}
+	}
+	if p.cfg.maxRequestBytes > 0 && size > p.cfg.maxRequestBytes {
+		return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "batch carries %d bytes of method names and arguments, the limit is %d", size, p.cfg.maxRequestBytes)
+	}
+	if t := req.TimeoutMillis; t != nil && *t < 0 {
+		return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "timeoutMillis is %d; it must not be negative", *t)
+	}
+	if wireBytes == 0 {
+		wireBytes = size
+	}
+	return requests, wireBytes, nil
+}
+
+// timeout returns the batch's deadline: its timeoutMillis capped by the
+// ceiling, or the ceiling when it has none. 0 means no deadline.
+func (p *Processor) timeout(req *batch.BatchRequest) time.Duration {
+	d := time.Duration(req.GetTimeoutMillis()) * time.Millisecond
+	switch ceiling := p.cfg.maxTimeout; {
+	case d <= 0:
+		return ceiling
+	case ceiling > 0:
+		return min(d, ceiling)
+	}
+	return d
+}
+
+// respond builds the BatchResponse, compressed when the client accepts a
+// codec and the responses are worth it, and checks it against the response
+// limit. It returns the response and its encoded size (an estimate when
+// the responses were not encoded here).
+func (p *Processor) respond(ctx context.Context, kind wire.Kind, accept []batch.Codec, responses []*batch.Response) (*batch.BatchResponse, int, error) {
+	plain := &batch.BatchResponse{Responses: responses}
+	estimate := estimateSize(kind, responses)
+	codec := compress.Choose(accept)
+	limit := p.cfg.maxResponseBytes
+	compressing := codec != batch.Codec_NONE && estimate >= p.cfg.compressThreshold && estimate > 0
+	// The estimate is close, not exact: encode to measure when it matters.
+	if !compressing && (limit == 0 || estimate <= limit/2) {
+		return plain, estimate, nil
+	}
+	raw, err := wire.Encode(ctx, kind, nil, plain)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode responses: %w", err)
+	}
+	if compressing {
+		packed, err := p.codecs.Encode(codec, nil, raw)
+		if err != nil {
+			return nil, 0, fmt.Errorf("compress responses with %v: %w", codec, err)
+		}
+		if len(packed) < len(raw) {
+			if limit > 0 && len(packed) > limit {
+				return nil, 0, batchError(batch.BatchErrorCode_RESPONSE_TOO_LARGE, "responses of %d calls take %d bytes compressed with %v, the limit is %d", len(responses), len(packed), codec, limit)
+			}
+			c := codec
+			return &batch.BatchResponse{Codec: &c, CompressedResponses: packed}, len(packed), nil
+		}
+	}
+	if limit > 0 && len(raw) > limit {
+		return nil, 0, batchError(batch.BatchErrorCode_RESPONSE_TOO_LARGE, "responses of %d calls take %d bytes, the limit is %d; accept a codec or send smaller batches", len(responses), len(raw), limit)
+	}
+	return plain, len(raw), nil
+}
+
+// estimateSize returns about how many bytes the responses take encoded with
+// kind: exact enough to choose whether to compress, and an overestimate for
+// binary and compact.
+func estimateSize(kind wire.Kind, responses []*batch.Response) int {
+	n := 8
+	for _, r := range responses {
+		body := len(r.Reply)
+		if r.Error != nil {
+			body += len(r.Error.Message) + 16
+		}
+		if kind == wire.JSON {
+			body = body*4/3 + 48
+		}
+		n += body + 24
+	}
+	return n
+}
