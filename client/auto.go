@@ -1,0 +1,340 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
+
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+)
+
+// Defaults of the Auto options.
+const (
+	DefaultMaxBatch    = 128
+	DefaultMaxWait     = 50 * time.Microsecond
+	DefaultMaxInFlight = 4
+)
+
+// ErrClosed is returned by an Auto's calls after Close.
+var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
+
+// Auto is a thrift.TClient that coalesces the calls made concurrently from
+// many goroutines into executeBatch calls. Give it to a generated client
+// constructor (NewCatalogClient(auto)) and call methods as usual, from as
+// many goroutines as you like.
+//
+// A batch is sent when it holds MaxBatch calls or MaxWait after its first
+// call, whichever comes first, on one of at most MaxInFlight connections;
+// while they are all busy, calls gather for the next batch. Each caller gets
+// its own result; a caller whose ctx ends first returns ctx's error at once
+// and its result is discarded. A lone call therefore costs MaxWait more than
+// an unbatched one, and 100 concurrent calls cost one round trip instead of
+// 100.
+type Auto struct {
+	dial     func(context.Context) (*Client, error)
+	kind     wire.Kind
+	maxBatch int
+	maxWait  time.Duration
+
+	mu     sync.RWMutex // held for reading while enqueueing, for writing to close
+	closed bool
+	queue  chan *pending
+	stop   chan struct{}
+	idle   chan *Client  // connections not carrying a batch
+	tokens chan struct{} // connections that may still be dialed
+	wg     sync.WaitGroup
+}
+
+var _ thrift.TClient = (*Auto)(nil)
+
+type autoConfig struct {
+	maxBatch    int
+	maxWait     time.Duration
+	maxInFlight int
+}
+
+// AutoOption configures an Auto.
+type AutoOption func(*autoConfig)
+
+// WithMaxBatch sets the most calls in one batch. The default is
+// DefaultMaxBatch (128); it must be positive.
+func WithMaxBatch(n int) AutoOption { return func(c *autoConfig) { c.maxBatch = n } }
+
+// WithMaxWait sets how long a batch waits for more calls after its first.
+// The default is DefaultMaxWait (50 µs); 0 sends what has gathered as soon
+// as a connection is free.
+func WithMaxWait(d time.Duration) AutoOption { return func(c *autoConfig) { c.maxWait = d } }
+
+// WithMaxInFlight sets the most batches in flight at once, which is also the
+// most connections the Auto dials. The default is DefaultMaxInFlight (4); it
+// must be positive.
+func WithMaxInFlight(n int) AutoOption { return func(c *autoConfig) { c.maxInFlight = n } }
+
+// NewAuto dials one connection with dial, to learn the protocol and fail
+// early, and returns an Auto that dials up to MaxInFlight connections as the
+// load needs them. dial must return a new Client on a new connection each
+// time. Close the Auto to close its connections and stop its goroutine.
+func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), opts ...AutoOption) (*Auto, error) {
+	cfg := autoConfig{maxBatch: DefaultMaxBatch, maxWait: DefaultMaxWait, maxInFlight: DefaultMaxInFlight}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	switch {
+	case cfg.maxBatch <= 0:
+		return nil, fmt.Errorf("client: max batch must be positive, got %d", cfg.maxBatch)
+	case cfg.maxWait < 0:
+		return nil, fmt.Errorf("client: max wait must not be negative, got %v", cfg.maxWait)
+	case cfg.maxInFlight <= 0:
+		return nil, fmt.Errorf("client: max in flight must be positive, got %d", cfg.maxInFlight)
+	}
+	first, err := dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial: %w", err)
+	}
+	a := &Auto{
+		dial: dial, kind: first.kind, maxBatch: cfg.maxBatch, maxWait: cfg.maxWait,
+		queue:  make(chan *pending, cfg.maxBatch),
+		stop:   make(chan struct{}),
+		idle:   make(chan *Client, cfg.maxInFlight),
+		tokens: make(chan struct{}, cfg.maxInFlight),
+	}
+	a.idle <- first
+	for range cfg.maxInFlight - 1 {
+		a.tokens <- struct{}{}
+	}
+	a.wg.Add(1)
+	go a.collect()
+	return a, nil
+}
+
+// pending is one call waiting for its batch.
+type pending struct {
+	ctx    context.Context
+	method string
+	req    *batch.Request
+	result thrift.TStruct
+	state  atomic.Uint32 // waiting, delivering or abandoned
+	err    error
+	done   chan struct{}
+}
+
+const (
+	waiting uint32 = iota
+	delivering
+	abandoned
+)
+
+// Call implements thrift.TClient: it queues the call for the next batch and
+// waits for its result. args are encoded before Call queues them, so the
+// caller may reuse them once Call returns.
+func (a *Auto) Call(ctx context.Context, method string, args, result thrift.TStruct) (thrift.ResponseMeta, error) {
+	var meta thrift.ResponseMeta
+	encoded, err := wire.Encode(ctx, a.kind, nil, args)
+	if err != nil {
+		return meta, thrift.NewTProtocolException(err)
+	}
+	p := &pending{ctx: ctx, method: method, req: &batch.Request{Method: method, Arguments: encoded}, result: result, done: make(chan struct{})}
+	if err := a.enqueue(ctx, p); err != nil {
+		return meta, err
+	}
+	select {
+	case <-p.done:
+		return meta, p.err
+	case <-ctx.Done():
+		if p.state.CompareAndSwap(waiting, abandoned) {
+			return meta, ctx.Err()
+		}
+		<-p.done // being delivered: a moment
+		return meta, p.err
+	}
+}
+
+func (a *Auto) enqueue(ctx context.Context, p *pending) error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		return ErrClosed
+	}
+	select {
+	case a.queue <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops taking calls, waits for the batches in flight, answers calls
+// still queued with ErrClosed, and closes the connections.
+func (a *Auto) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	a.mu.Unlock()
+	close(a.stop)
+	a.wg.Wait()
+	var errs []error
+	for {
+		select {
+		case c := <-a.idle:
+			errs = append(errs, c.Close())
+		default:
+			return errors.Join(errs...)
+		}
+	}
+}
+
+// collect gathers calls into batches and hands each to a sender.
+func (a *Auto) collect() {
+	defer a.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var calls []*pending
+		select {
+		case p := <-a.queue:
+			calls = append(make([]*pending, 0, a.maxBatch), p)
+		case <-a.stop:
+			a.drain()
+			return
+		}
+		if a.maxWait > 0 {
+			timer.Reset(a.maxWait)
+		fill:
+			for len(calls) < a.maxBatch {
+				select {
+				case p := <-a.queue:
+					calls = append(calls, p)
+				case <-timer.C:
+					break fill
+				case <-a.stop:
+					break fill
+				}
+			}
+			timer.Stop()
+		}
+		c, err := a.acquire()
+		if err == nil {
+			// Calls that came while waiting for a connection ride along.
+			calls = a.takeQueued(calls)
+			a.wg.Add(1)
+			go a.send(c, calls)
+			continue
+		}
+		for _, p := range calls {
+			p.deliver(err)
+		}
+	}
+}
+
+func (a *Auto) takeQueued(calls []*pending) []*pending {
+	for len(calls) < a.maxBatch {
+		select {
+		case p := <-a.queue:
+			calls = append(calls, p)
+		default:
+			return calls
+		}
+	}
+	return calls
+}
+
+// drain answers the calls still queued at Close.
+func (a *Auto) drain() {
+	for {
+		select {
+		case p := <-a.queue:
+			p.deliver(ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
+// acquire returns an idle connection, or dials one while fewer than
+// MaxInFlight exist, or waits for one to come back.
+func (a *Auto) acquire() (*Client, error) {
+	select {
+	case c := <-a.idle:
+		return c, nil
+	default:
+	}
+	select {
+	case c := <-a.idle:
+		return c, nil
+	case <-a.tokens:
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := a.dial(ctx)
+		if err != nil {
+			a.tokens <- struct{}{}
+			return nil, fmt.Errorf("thriftbatch: dial: %w", err)
+		}
+		return c, nil
+	case <-a.stop:
+		return nil, ErrClosed
+	}
+}
+
+// send executes one batch and delivers each call's result.
+func (a *Auto) send(c *Client, calls []*pending) {
+	defer a.wg.Done()
+	requests := make([]*batch.Request, len(calls))
+	ctx, cancel := batchContext(calls)
+	defer cancel()
+	for i, p := range calls {
+		requests[i] = p.req
+	}
+	responses, err := c.execute(ctx, requests, false)
+	for i, p := range calls {
+		if !p.state.CompareAndSwap(waiting, delivering) {
+			continue // its caller has gone
+		}
+		var r *batch.Response
+		if err == nil {
+			r = responses[i]
+		}
+		p.err = c.settle(p.method, r, err, p.result)
+		close(p.done)
+	}
+	var be *batch.BatchError
+	if err != nil && !errors.As(err, &be) {
+		// The connection may be out of step with the server: replace it.
+		c.Close()
+		a.tokens <- struct{}{}
+		return
+	}
+	a.idle <- c
+}
+
+// deliver ends a call with err, unless its caller has gone.
+func (p *pending) deliver(err error) {
+	if p.state.CompareAndSwap(waiting, delivering) {
+		p.err = err
+		close(p.done)
+	}
+}
+
+// batchContext returns a context whose deadline is the latest of the calls'
+// deadlines, or none when any call has none: each caller enforces its own.
+func batchContext(calls []*pending) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, p := range calls {
+		dl, ok := p.ctx.Deadline()
+		if !ok {
+			return context.WithCancel(context.Background())
+		}
+		if dl.After(latest) {
+			latest = dl
+		}
+	}
+	return context.WithDeadline(context.Background(), latest)
+}

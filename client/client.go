@@ -1,0 +1,297 @@
+// Package client sends batches of Thrift calls to a server wrapped by
+// thriftbatch (package processor), over any protocol and transport.
+//
+// Two ways to batch:
+//
+//   - Explicit: NewBatch collects calls built from the generated args and
+//     result structs, Execute sends them as one executeBatch round trip, and
+//     each call then holds its own result or error.
+//   - Automatic: NewAuto returns a thrift.TClient that generated clients
+//     accept (NewCatalogClient(auto)); it coalesces the calls made
+//     concurrently from many goroutines into executeBatch calls, like a
+//     DataLoader below the generated code.
+//
+// Compression is negotiated: a Client tells the server which codecs it reads
+// (acceptCodecs), compresses large requests, and decompresses responses,
+// bounded as the server bounds them.
+package client
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
+
+	"github.com/thriftbatch/thriftbatch/compress"
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+)
+
+// Defaults of the Client options.
+const (
+	DefaultCompressOver         = 4096
+	DefaultMaxDecompressedBytes = 64 << 20
+)
+
+// Client sends batches over one Thrift connection. Like the generated
+// clients, it carries one call at a time: use one Client per goroutine, or
+// NewAuto to share connections.
+type Client struct {
+	proto        thrift.TProtocol
+	tc           thrift.TClient
+	svc          *batch.BatchServiceClient
+	kind         wire.Kind
+	codecs       *compress.Codecs
+	accept       []batch.Codec
+	requestCodec batch.Codec
+	compressOver int
+}
+
+type config struct {
+	tc           thrift.TClient
+	accept       []batch.Codec
+	requestCodec batch.Codec
+	compressOver int
+	maxDecoded   int
+}
+
+// Option configures a Client.
+type Option func(*config)
+
+// WithTClient sends the batches through tc (a client wrapped in middleware,
+// say) instead of a thrift.TStandardClient over the protocol given to New.
+// tc must speak that protocol.
+func WithTClient(tc thrift.TClient) Option { return func(c *config) { c.tc = tc } }
+
+// WithAcceptCodecs sets the codecs the client reads compressed responses in,
+// in its order of preference. The default is compress.Supported (zstd, s2,
+// snappy, gzip, zlib); no codecs means plain responses only.
+func WithAcceptCodecs(codecs ...batch.Codec) Option {
+	return func(c *config) { c.accept = codecs }
+}
+
+// WithRequestCompression compresses requests whose encoded calls take at
+// least over bytes with codec. The default is zstd over DefaultCompressOver
+// (4 KiB); codec NONE sends every request plain.
+func WithRequestCompression(codec batch.Codec, over int) Option {
+	return func(c *config) { c.requestCodec, c.compressOver = codec, over }
+}
+
+// WithMaxDecompressedBytes bounds what a compressed response may decompress
+// to. The default is DefaultMaxDecompressedBytes (64 MiB); it must be
+// positive.
+func WithMaxDecompressedBytes(n int) Option { return func(c *config) { c.maxDecoded = n } }
+
+// New returns a Client that speaks proto, the protocol of an open
+// connection, for both directions. It returns an error when proto is not
+// binary, compact, JSON or THeader, or for an invalid option.
+func New(proto thrift.TProtocol, opts ...Option) (*Client, error) {
+	cfg := config{accept: compress.Supported, requestCodec: batch.Codec_ZSTD, compressOver: DefaultCompressOver, maxDecoded: DefaultMaxDecompressedBytes}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	kind, err := wire.KindOf(proto)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if cfg.requestCodec != batch.Codec_NONE && !compress.IsSupported(cfg.requestCodec) {
+		return nil, fmt.Errorf("client: request codec %v is not supported", cfg.requestCodec)
+	}
+	if cfg.compressOver < 0 {
+		return nil, fmt.Errorf("client: compression threshold must not be negative, got %d", cfg.compressOver)
+	}
+	codecs, err := compress.New(compress.WithMaxDecodedSize(cfg.maxDecoded))
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	tc := cfg.tc
+	if tc == nil {
+		tc = thrift.NewTStandardClient(proto, proto)
+	}
+	return &Client{
+		proto: proto, tc: tc, svc: batch.NewBatchServiceClient(tc), kind: kind, codecs: codecs,
+		accept: cfg.accept, requestCodec: cfg.requestCodec, compressOver: cfg.compressOver,
+	}, nil
+}
+
+// Close closes the connection (the transport of the protocol given to New)
+// and releases the Client's decoders.
+func (c *Client) Close() error {
+	c.codecs.Close()
+	return c.proto.Transport().Close()
+}
+
+// CallError is the error of one call that the server answered without a
+// reply. Code is a TApplicationException code (UNKNOWN_METHOD,
+// INTERNAL_ERROR, PROTOCOL_ERROR, ...) or one of thriftbatch's own
+// (batch.CALL_DEADLINE_EXCEEDED, CALL_OVERLOADED, CALL_NOT_ALLOWED,
+// CALL_CANCELED).
+type CallError struct {
+	Method  string
+	Code    int32
+	Message string
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("thriftbatch: %s: %s (code %d)", e.Method, e.Message, e.Code)
+}
+
+// TypeId returns Code, so that a CallError with a TApplicationException code
+// can be handled as one.
+func (e *CallError) TypeId() int32 { return e.Code }
+
+// Call is one call of an explicit Batch. Its result and error are set by
+// Execute.
+type Call[R thrift.TStruct] struct {
+	// Result is the result struct given to Add, filled in by Execute when
+	// the call succeeded or raised a declared exception.
+	Result R
+	err    error
+}
+
+// Err returns the call's error after Execute: nil when it succeeded, the
+// declared exception it raised (as the generated client would return it), a
+// *CallError, or the error of the batch as a whole.
+func (c *Call[R]) Err() error { return c.err }
+
+// Batch collects calls for one executeBatch. It is not safe for concurrent
+// use.
+type Batch struct {
+	c          *Client
+	requests   []*batch.Request
+	settle     []func(*batch.Response, error)
+	sequential bool
+}
+
+// NewBatch returns an empty batch to send over c.
+func (c *Client) NewBatch() *Batch { return &Batch{c: c} }
+
+// Sequential asks the server to run the calls one at a time, in order.
+func (b *Batch) Sequential() *Batch { b.sequential = true; return b }
+
+// Len returns the number of calls added.
+func (b *Batch) Len() int { return len(b.requests) }
+
+// Add adds a call of method with args (the generated args struct, e.g.
+// CatalogGetProductArgs) and returns a Call whose Result (the generated
+// result struct, e.g. CatalogGetProductResult) Execute fills in. A oneway
+// method takes a nil result. Encoding args costs what the generated client
+// spends to send them.
+func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result R) *Call[R] {
+	call := &Call[R]{Result: result}
+	req := &batch.Request{Method: method}
+	req.Arguments, call.err = wire.Encode(context.Background(), b.c.kind, nil, args)
+	b.requests = append(b.requests, req)
+	b.settle = append(b.settle, func(r *batch.Response, err error) {
+		if call.err == nil {
+			call.err = b.c.settle(method, r, err, call.Result)
+		}
+	})
+	return call
+}
+
+// Execute sends the calls as one executeBatch and settles each call. It
+// returns the error of the batch as a whole (a transport error, or the
+// server's *batch.BatchError), which every call then also returns; a call's
+// own failure is in its Err only. ctx's deadline, if any, becomes the batch's
+// timeoutMillis.
+func (b *Batch) Execute(ctx context.Context) error {
+	responses, err := b.c.execute(ctx, b.requests, b.sequential)
+	for i, settle := range b.settle {
+		var r *batch.Response
+		if err == nil {
+			r = responses[i]
+		}
+		settle(r, err)
+	}
+	return err
+}
+
+// execute sends requests and returns exactly one response per request.
+func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequential bool) ([]*batch.Response, error) {
+	req := &batch.BatchRequest{Requests: requests, AcceptCodecs: c.accept}
+	if sequential {
+		req.Sequential = thrift.BoolPtr(true)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		ms := max(time.Until(dl).Milliseconds(), 1)
+		req.TimeoutMillis = thrift.Int32Ptr(int32(min(ms, int64(1<<31-1))))
+	}
+	if err := c.compressRequests(ctx, req); err != nil {
+		return nil, err
+	}
+	resp, err := c.svc.ExecuteBatch(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	responses := resp.Responses
+	if resp.IsSetCompressedResponses() {
+		raw, err := c.codecs.Decode(resp.GetCodec(), nil, resp.CompressedResponses)
+		if err != nil {
+			return nil, fmt.Errorf("thriftbatch: compressed responses (%v): %w", resp.GetCodec(), err)
+		}
+		var inner batch.BatchResponse
+		if err := wire.Decode(ctx, c.kind, raw, &inner); err != nil {
+			return nil, fmt.Errorf("thriftbatch: compressed responses (%v) do not decode: %w", resp.GetCodec(), err)
+		}
+		responses = inner.Responses
+	}
+	if len(responses) != len(requests) {
+		return nil, fmt.Errorf("thriftbatch: %d responses for %d calls", len(responses), len(requests))
+	}
+	return responses, nil
+}
+
+func (c *Client) compressRequests(ctx context.Context, req *batch.BatchRequest) error {
+	if c.requestCodec == batch.Codec_NONE {
+		return nil
+	}
+	size := 0
+	for _, r := range req.Requests {
+		size += len(r.Method) + len(r.Arguments) + 16
+	}
+	if size < c.compressOver || size == 0 {
+		return nil
+	}
+	raw, err := wire.Encode(ctx, c.kind, nil, &batch.BatchRequest{Requests: req.Requests})
+	if err != nil {
+		return fmt.Errorf("thriftbatch: encode requests: %w", err)
+	}
+	packed, err := c.codecs.Encode(c.requestCodec, nil, raw)
+	if err != nil {
+		return fmt.Errorf("thriftbatch: compress requests: %w", err)
+	}
+	if len(packed) >= len(raw) {
+		return nil
+	}
+	codec := c.requestCodec
+	req.Requests, req.RequestCodec, req.CompressedRequests = nil, &codec, packed
+	return nil
+}
+
+// settle decodes one response into result and returns the call's error.
+func (c *Client) settle(method string, r *batch.Response, batchErr error, result thrift.TStruct) error {
+	switch {
+	case batchErr != nil:
+		return batchErr
+	case r.Error != nil:
+		return &CallError{Method: method, Code: r.Error.Type, Message: r.Error.Message}
+	case r.Reply == nil:
+		return &CallError{Method: method, Code: thrift.MISSING_RESULT, Message: "response has neither reply nor error"}
+	case result == nil || isNil(result):
+		return nil // oneway
+	}
+	if err := wire.Decode(context.Background(), c.kind, r.Reply, result); err != nil {
+		return &CallError{Method: method, Code: thrift.PROTOCOL_ERROR, Message: "reply does not decode: " + err.Error()}
+	}
+	return thrift.ExtractExceptionFromResult(result)
+}
+
+// isNil reports whether a result is a typed nil pointer, which stands for no
+// result as an untyped nil does.
+func isNil(s thrift.TStruct) bool {
+	v := reflect.ValueOf(s)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
