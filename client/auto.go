@@ -26,8 +26,10 @@ var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 
 // Auto is a thrift.TClient that coalesces the calls made concurrently from
 // many goroutines into executeBatch calls. Give it to a generated client
-// constructor (NewCatalogClient(auto)) and call methods as usual, from as
-// many goroutines as you like.
+// constructor (NewCatalogClient(auto)) and call methods as usual. The Auto is
+// safe for concurrent use; a generated client is not (it records the last
+// response's metadata in a field), so give each goroutine its own generated
+// client over the shared Auto: it costs one small allocation.
 //
 // A batch is sent when it holds MaxBatch calls or MaxWait after its first
 // call, whichever comes first, on one of at most MaxInFlight connections;

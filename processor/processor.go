@@ -34,7 +34,7 @@ import (
 // other message to the processor it wraps. It is safe for concurrent use.
 type Processor struct {
 	inner    thrift.TProcessor
-	batchFn  atomic.Value // thrift.TProcessorFunction serving executeBatch
+	batchFn  atomic.Pointer[thrift.TProcessorFunction] // serves executeBatch; replaced by AddToProcessorMap
 	dispatch *dispatcher.Dispatcher
 	pool     *pool.Pool
 	ownPool  bool
@@ -73,7 +73,7 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 		return nil, fmt.Errorf("processor: %w", err)
 	}
 	fn := batch.NewBatchServiceProcessor(service{p}).ProcessorMap()[dispatcher.MethodName]
-	p.batchFn.Store(fn)
+	p.batchFn.Store(&fn)
 	return p, nil
 }
 
@@ -116,7 +116,7 @@ func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool
 		}
 		return true, nil
 	}
-	fn := p.batchFn.Load().(thrift.TProcessorFunction)
+	fn := *p.batchFn.Load()
 	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
 }
 
@@ -129,7 +129,7 @@ func (p *Processor) ProcessorMap() map[string]thrift.TProcessorFunction {
 	if m == nil {
 		m = make(map[string]thrift.TProcessorFunction, 1)
 	}
-	m[dispatcher.MethodName] = p.batchFn.Load().(thrift.TProcessorFunction)
+	m[dispatcher.MethodName] = *p.batchFn.Load()
 	return m
 }
 
@@ -137,7 +137,7 @@ func (p *Processor) ProcessorMap() map[string]thrift.TProcessorFunction {
 // anything else on the wrapped processor, where batches find it too.
 func (p *Processor) AddToProcessorMap(name string, fn thrift.TProcessorFunction) {
 	if dispatcher.IsBatchMethod(name) {
-		p.batchFn.Store(fn)
+		p.batchFn.Store(&fn)
 		return
 	}
 	p.inner.AddToProcessorMap(name, fn)
