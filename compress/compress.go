@@ -165,7 +165,7 @@ func (c *Codecs) Encode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 		defer c.zlibW.Put(w)
 		return finish(buf, w, src)
 	}
-	return dst, fmt.Errorf("%w: %v", ErrUnsupportedCodec, codec)
+	return dst, fmt.Errorf("%w: %s", ErrUnsupportedCodec, Name(codec))
 }
 
 // appendBlock appends the block encoding of src to dst. The s2 block encoders
@@ -253,7 +253,7 @@ func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 		defer c.zlibR.Put(r)
 		return c.readAll(dst, r, codec)
 	}
-	return nil, fmt.Errorf("%w: %v", ErrUnsupportedCodec, codec)
+	return nil, fmt.Errorf("%w: %s", ErrUnsupportedCodec, Name(codec))
 }
 
 // readAll reads r to its end into dst, stopping with ErrTooLarge as soon as
@@ -278,6 +278,15 @@ func grow(dst []byte, n int) []byte {
 	out := make([]byte, len(dst), len(dst)+n)
 	copy(out, dst)
 	return out
+}
+
+// Name returns the codec's name as the wire contract spells it, or
+// "Codec(N)" for a value the contract does not define.
+func Name(c batch.Codec) string {
+	if s := c.String(); s != "<UNSET>" {
+		return s
+	}
+	return fmt.Sprintf("Codec(%d)", int32(c))
 }
 
 // IsSupported reports whether codec is one this package implements.

@@ -91,7 +91,8 @@ struct BatchResponse {
   3: optional binary compressedResponses,
 }
 
-// BatchError reports a failure of the batch as a whole; no call ran.
+// BatchError reports a failure of the batch as a whole. No call ran, except
+// for RESPONSE_TOO_LARGE, which is known only once the calls have answered.
 exception BatchError {
   1: BatchErrorCode code,
   2: string message,

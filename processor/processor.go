@@ -232,7 +232,7 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 		case codec == batch.Codec_NONE:
 			return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "compressedRequests is set but requestCodec is NONE")
 		case !compress.IsSupported(codec):
-			return nil, 0, batchError(batch.BatchErrorCode_UNSUPPORTED_CODEC, "requestCodec %v is not supported; supported: %v", codec, compress.Supported)
+			return nil, 0, batchError(batch.BatchErrorCode_UNSUPPORTED_CODEC, "requestCodec %s is not supported; supported: %v", compress.Name(codec), compress.Supported)
 		case p.cfg.maxRequestBytes > 0 && len(req.CompressedRequests) > p.cfg.maxRequestBytes:
 			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests is %d bytes, the limit is %d", len(req.CompressedRequests), p.cfg.maxRequestBytes)
 		}
