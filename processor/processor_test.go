@@ -1,0 +1,165 @@
+package processor_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/pool"
+	"github.com/thriftbatch/thriftbatch/processor"
+	"github.com/thriftbatch/thriftbatch/tests/testsvc"
+)
+
+// TestMain checks for leaked goroutines; IgnoreCurrent leaves out the two
+// that ants starts at import for its default pool, which is never used here.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) }
+
+type echo struct{ testsvc.Test }
+
+func (echo) Echo(_ context.Context, s string) (string, error) { return s, nil }
+func (echo) Note(context.Context, string) error               { return nil }
+
+func newProcessor(t *testing.T, inner thrift.TProcessor, opts ...processor.Option) *processor.Processor {
+	t.Helper()
+	p, err := processor.New(inner, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	return p
+}
+
+// roundTrip sends one message through p in memory and returns what p wrote.
+func roundTrip(t *testing.T, p thrift.TProcessor, write func(thrift.TProtocol)) (*thrift.TMemoryBuffer, bool, thrift.TException) {
+	t.Helper()
+	in, out := thrift.NewTMemoryBuffer(), thrift.NewTMemoryBuffer()
+	write(thrift.NewTBinaryProtocolConf(in, nil))
+	ok, err := p.Process(context.Background(), thrift.NewTBinaryProtocolConf(in, nil), thrift.NewTBinaryProtocolConf(out, nil))
+	return out, ok, err
+}
+
+func TestNewRefusesInvalidOptions(t *testing.T) {
+	shared, err := pool.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close(context.Background())
+	for name, opts := range map[string][]processor.Option{
+		"a pool size of zero":               {processor.WithPoolSize(0)},
+		"a negative max concurrency":        {processor.WithMaxConcurrency(-1)},
+		"negative max calls":                {processor.WithMaxCalls(-1)},
+		"negative max request bytes":        {processor.WithMaxRequestBytes(-1)},
+		"zero max decompressed bytes":       {processor.WithMaxDecompressedBytes(0)},
+		"negative max response bytes":       {processor.WithMaxResponseBytes(-1)},
+		"a negative compress threshold":     {processor.WithCompressThreshold(-1)},
+		"a negative max timeout":            {processor.WithMaxTimeout(-time.Second)},
+		"an unknown overload policy":        {processor.WithOverloadPolicy(pool.Policy(9))},
+		"a zero worker expiry":              {processor.WithWorkerExpiry(0)},
+		"a shared pool with a size as well": {processor.WithPool(shared), processor.WithPoolSize(8)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if p, err := processor.New(testsvc.NewTestProcessor(echo{}), opts...); err == nil {
+				p.Close(context.Background())
+				t.Fatal("New accepted it")
+			}
+		})
+	}
+	if _, err := processor.New(nil); err == nil {
+		t.Error("New accepted a nil inner processor")
+	}
+}
+
+func TestOtherMessagesReachTheInnerProcessorUnchanged(t *testing.T) {
+	p := newProcessor(t, testsvc.NewTestProcessor(echo{}))
+	out, ok, err := roundTrip(t, p, func(w thrift.TProtocol) {
+		ctx := context.Background()
+		w.WriteMessageBegin(ctx, "echo", thrift.CALL, 42)
+		(&testsvc.TestEchoArgs{Text: "plain"}).Write(ctx, w)
+		w.WriteMessageEnd(ctx)
+	})
+	if !ok || err != nil {
+		t.Fatalf("Process = %v, %v", ok, err)
+	}
+	r := thrift.NewTBinaryProtocolConf(out, nil)
+	name, typ, seq, rerr := r.ReadMessageBegin(context.Background())
+	if rerr != nil || name != "echo" || typ != thrift.REPLY || seq != 42 {
+		t.Fatalf("reply header = %q %v %d %v, want echo REPLY 42", name, typ, seq, rerr)
+	}
+	var res testsvc.TestEchoResult
+	if rerr := res.Read(context.Background(), r); rerr != nil || res.GetSuccess() != "plain" {
+		t.Fatalf("reply = %q, %v", res.GetSuccess(), rerr)
+	}
+}
+
+func TestABatchSentAsOnewayIsRefusedAndLogged(t *testing.T) {
+	var log bytes.Buffer
+	p := newProcessor(t, testsvc.NewTestProcessor(echo{}), processor.WithLogger(zerolog.New(&log)))
+	out, ok, err := roundTrip(t, p, func(w thrift.TProtocol) {
+		ctx := context.Background()
+		w.WriteMessageBegin(ctx, "executeBatch", thrift.ONEWAY, 1)
+		(&batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{}}).Write(ctx, w)
+		w.WriteMessageEnd(ctx)
+	})
+	if !ok || err != nil {
+		t.Fatalf("Process = %v, %v; the connection should stay usable", ok, err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("a oneway batch got %d bytes of answer", out.Len())
+	}
+	if !strings.Contains(log.String(), "not sent as a CALL") {
+		t.Errorf("the refusal was not logged: %q", log.String())
+	}
+}
+
+func TestProcessorMapAddsExecuteBatchAndAddToProcessorMapReachesBatches(t *testing.T) {
+	inner := testsvc.NewTestProcessor(echo{})
+	p := newProcessor(t, inner)
+	m := p.ProcessorMap()
+	if m["executeBatch"] == nil || m["echo"] == nil {
+		t.Fatalf("ProcessorMap lacks executeBatch or echo: %d entries", len(m))
+	}
+	if _, ok := inner.ProcessorMap()["executeBatch"]; ok {
+		t.Fatal("ProcessorMap wrote executeBatch into the inner processor's map")
+	}
+	// A function added through the wrapper is what the next batch calls.
+	p.AddToProcessorMap("shout", thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seq int32, in, out thrift.TProtocol) (bool, thrift.TException) {
+		var args testsvc.TestEchoArgs
+		args.Read(ctx, in)
+		in.ReadMessageEnd(ctx)
+		out.WriteMessageBegin(ctx, "shout", thrift.REPLY, seq)
+		s := strings.ToUpper(args.Text)
+		(&testsvc.TestEchoResult{Success: &s}).Write(ctx, out)
+		out.WriteMessageEnd(ctx)
+		return true, nil
+	}})
+	arg, _ := wire.Encode(context.Background(), wire.Binary, nil, &testsvc.TestEchoArgs{Text: "quiet"})
+	out, ok, err := roundTrip(t, p, func(w thrift.TProtocol) {
+		ctx := context.Background()
+		w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 7)
+		(&batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: []*batch.Request{{Method: "shout", Arguments: arg}}}}).Write(ctx, w)
+		w.WriteMessageEnd(ctx)
+	})
+	if !ok || err != nil {
+		t.Fatalf("Process = %v, %v", ok, err)
+	}
+	r := thrift.NewTBinaryProtocolConf(out, nil)
+	if _, _, seq, err := r.ReadMessageBegin(context.Background()); err != nil || seq != 7 {
+		t.Fatalf("reply header: seq %d, %v", seq, err)
+	}
+	var res batch.BatchServiceExecuteBatchResult
+	if err := res.Read(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	var echoed testsvc.TestEchoResult
+	if err := wire.Decode(context.Background(), wire.Binary, res.GetSuccess().Responses[0].Reply, &echoed); err != nil || echoed.GetSuccess() != "QUIET" {
+		t.Fatalf("the added function answered %q, %v", echoed.GetSuccess(), err)
+	}
+}
