@@ -113,10 +113,11 @@ func New(opts ...Option) (*Codecs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compress: zstd encoder: %w", err)
 	}
+	// WithDecoderMaxMemory bounds the decoded size and, through it, the
+	// window a frame may declare.
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(uint64(cfg.maxDecoded)),
-		zstd.WithDecoderMaxWindow(uint64(max(min(cfg.maxDecoded, zstd.MaxWindowSize), zstd.MinWindowSize))))
+		zstd.WithDecoderMaxMemory(uint64(cfg.maxDecoded)))
 	if err != nil {
 		return nil, fmt.Errorf("compress: zstd decoder: %w", err)
 	}
@@ -191,7 +192,9 @@ func finish(buf *bytes.Buffer, w io.WriteCloser, src []byte) ([]byte, error) {
 
 // Decode appends the decompressed src to dst and returns the result. It fails
 // with ErrTooLarge when the output would exceed the maximum decoded size
-// (checked from the header where the format has one, before allocating),
+// (checked from the header where the format has one, before allocating; a
+// zstd frame that declares a window larger than the maximum is refused too,
+// since decoding it may take that much memory),
 // with ErrCorrupt for invalid input, and with ErrUnsupportedCodec for an
 // unknown codec.
 func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {

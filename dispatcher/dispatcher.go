@@ -229,6 +229,11 @@ func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
 		resp.Reply = bytes.Clone(out.Body)
 		wire.Put(c)
 	case thrift.EXCEPTION:
+		if ctx.Err() != nil {
+			// The handler gave up because the batch did: its exception
+			// says only that, and the batch's error says it better.
+			return failed(contextError(ctx, i))
+		}
 		ex, derr := c.DecodeException(ctx, out.Body)
 		if derr != nil {
 			return failed(thrift.INTERNAL_ERROR, fmt.Sprintf("%s wrote an exception that does not decode: %v", req.Method, derr))
@@ -246,6 +251,11 @@ func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
 		}
 		if ctx.Err() != nil {
 			return failed(contextError(ctx, i))
+		}
+		if errors.As(err, new(thrift.TProtocolException)) {
+			// A oneway method's arguments that do not decode: its
+			// generated code returns the error without writing one.
+			return failed(thrift.PROTOCOL_ERROR, fmt.Sprintf("%s: arguments do not decode: %v", req.Method, err))
 		}
 		r.d.log.Error().Str("method", req.Method).Int("index", i).Err(err).Msg("thriftbatch: call failed without a reply")
 		return failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)

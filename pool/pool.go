@@ -23,11 +23,12 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/ants/v2"
+
+	"github.com/thriftbatch/thriftbatch/internal/drain"
 )
 
 // Defaults for the options of New.
@@ -92,10 +93,84 @@ type Pool struct {
 	policy  Policy
 	rampUp  time.Duration
 
-	mu       sync.Mutex
-	closed   bool
-	inflight int
-	drained  chan struct{} // closed when closed && inflight == 0
+	gate     drain.Gate
+	counters counters
+}
+
+// counters are the pool's statistics that are not read off ants.
+type counters struct {
+	busy        atomic.Int64 // workers running a helper
+	batches     atomic.Uint64
+	calls       atomic.Uint64
+	callsActive atomic.Int64
+	waiting     atomic.Int64
+	queueWait   atomic.Int64 // nanoseconds, summed over batches
+	rejected    atomic.Uint64
+	inline      atomic.Uint64
+	abandoned   atomic.Uint64
+}
+
+// Stats is a snapshot of a pool's state and counters. Counters count from
+// the pool's start; subtract two snapshots for rates. Reading one costs a
+// mutex and a dozen atomic loads: cheap enough for every scrape.
+type Stats struct {
+	// Capacity is the pool's size (WithSize, or the last Tune).
+	Capacity int
+	// Running is the number of workers running a batch's calls now.
+	// Running at Capacity for long says the pool is too small for the load.
+	Running int
+	// Idle is the number of worker goroutines alive but waiting for work;
+	// they exit after the worker expiry.
+	Idle int
+	// Free is Capacity less Running: how many workers could start now.
+	Free int
+	// WaitingBatches is the number of batches waiting for their first
+	// worker under the Wait policy.
+	WaitingBatches int
+	// BatchesInFlight is the number of batches between the start and the end
+	// of Run.
+	BatchesInFlight int
+	// CallsInFlight is the number of calls running now.
+	CallsInFlight int
+	// Batches is the number of batches run.
+	Batches uint64
+	// Calls is the number of calls started.
+	Calls uint64
+	// QueueWait is the time batches spent, summed, between entering Run and
+	// their first call starting. QueueWait/Batches is the mean wait; a mean
+	// well above the ramp-up interval says the pool is too small.
+	QueueWait time.Duration
+	// Rejected is the number of calls answered StatusOverloaded (policy
+	// Reject).
+	Rejected uint64
+	// Inline is the number of calls run on a caller's goroutine because no
+	// worker was free (policy CallerRuns).
+	Inline uint64
+	// Abandoned is the number of calls still running when their batch's
+	// context ended.
+	Abandoned uint64
+}
+
+// Stats returns a snapshot of the pool's state and counters.
+func (p *Pool) Stats() Stats {
+	inflight := p.gate.InFlight()
+	c := &p.counters
+	capacity, busy := p.workers.Cap(), int(c.busy.Load())
+	return Stats{
+		Capacity:        capacity,
+		Running:         busy,
+		Idle:            max(p.workers.Running()-busy, 0),
+		Free:            capacity - busy,
+		WaitingBatches:  int(c.waiting.Load()),
+		BatchesInFlight: inflight,
+		CallsInFlight:   int(c.callsActive.Load()),
+		Batches:         c.batches.Load(),
+		Calls:           c.calls.Load(),
+		QueueWait:       time.Duration(c.queueWait.Load()),
+		Rejected:        c.rejected.Load(),
+		Inline:          c.inline.Load(),
+		Abandoned:       c.abandoned.Load(),
+	}
 }
 
 type config struct {
@@ -160,7 +235,7 @@ func New(opts ...Option) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	return &Pool{workers: workers, policy: cfg.policy, rampUp: cfg.rampUp, drained: make(chan struct{})}, nil
+	return &Pool{workers: workers, policy: cfg.policy, rampUp: cfg.rampUp}, nil
 }
 
 // discard keeps ants from printing on the standard logger: a helper never
@@ -172,11 +247,13 @@ func (discard) Printf(string, ...any) {}
 // Cap returns the pool's size.
 func (p *Pool) Cap() int { return p.workers.Cap() }
 
-// Running returns the number of workers running a helper now.
-func (p *Pool) Running() int { return p.workers.Running() }
+// Running returns the number of workers running a batch's calls now.
+func (p *Pool) Running() int { return int(p.counters.busy.Load()) }
 
-// Free returns the number of workers that could start now.
-func (p *Pool) Free() int { return p.workers.Free() }
+// Free returns the number of workers that could start a batch's calls now:
+// the capacity less the busy workers. It can be negative for a moment after
+// Tune shrinks the pool.
+func (p *Pool) Free() int { return p.workers.Cap() - p.Running() }
 
 // Tune changes the pool's size on a running pool without dropping work:
 // helpers already running finish, and new ones start while the pool has room
@@ -190,21 +267,7 @@ func (p *Pool) Tune(size int) { p.workers.Tune(size) }
 // ended first; workers stuck in calls that never return are then left behind.
 // Calling Close again returns nil once the first call has finished.
 func (p *Pool) Close(ctx context.Context) error {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
-		if p.inflight == 0 {
-			close(p.drained)
-		}
-	}
-	p.mu.Unlock()
-
-	var err error
-	select {
-	case <-p.drained:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
+	err := p.gate.Close(ctx)
 	if p.workers.IsClosed() {
 		return err
 	}
@@ -216,25 +279,6 @@ func (p *Pool) Close(ctx context.Context) error {
 		return fmt.Errorf("pool: release workers: %w", rerr)
 	}
 	return nil
-}
-
-func (p *Pool) enter() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.inflight++
-	return true
-}
-
-func (p *Pool) exit() {
-	p.mu.Lock()
-	p.inflight--
-	if p.closed && p.inflight == 0 {
-		close(p.drained)
-	}
-	p.mu.Unlock()
 }
 
 // Status is what became of one index of a Run.
@@ -280,6 +324,9 @@ type run[T any] struct {
 	done    chan struct{} // closed when left reaches 0
 	work    func()        // the helper, allocated once per Run
 	helpers int           // touched by the coordinator only
+	c       *counters
+	start   time.Time
+	started atomic.Bool // the first call has started: the queue wait is counted
 }
 
 // Run calls fn(i) for every i in [0, n) and returns their values in index
@@ -297,18 +344,19 @@ type run[T any] struct {
 // compare-and-swaps per call. It returns ErrClosed, running nothing, after
 // Close has begun.
 func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*Results[T], error) {
+	if !p.gate.Enter() {
+		return nil, ErrClosed
+	}
+	defer p.gate.Exit()
+	p.counters.batches.Add(1)
 	res := &Results[T]{Values: make([]T, n), state: make([]atomic.Uint32, n)}
 	if n == 0 {
 		return res, nil
 	}
-	if !p.enter() {
-		return nil, ErrClosed
-	}
-	defer p.exit()
 	if limit < 1 || limit > n {
 		limit = n
 	}
-	r := &run[T]{fn: fn, n: int64(n), res: res, done: make(chan struct{})}
+	r := &run[T]{fn: fn, n: int64(n), res: res, done: make(chan struct{}), c: &p.counters, start: time.Now()}
 	r.left.Store(int64(n))
 	r.work = r.loop
 
@@ -385,6 +433,8 @@ func (r *run[T]) spawn(p *Pool) bool {
 // waitSpawn retries the first hand-off with a growing pause until it succeeds
 // or ctx is done. ants cannot wait on a context, hence the polling.
 func (r *run[T]) waitSpawn(ctx context.Context, p *Pool) bool {
+	r.c.waiting.Add(1)
+	defer r.c.waiting.Add(-1)
 	pause := minWaitInterval
 	t := time.NewTimer(pause)
 	defer t.Stop()
@@ -404,6 +454,9 @@ func (r *run[T]) waitSpawn(ctx context.Context, p *Pool) bool {
 
 // loop is a helper: it claims indices until none is left.
 func (r *run[T]) loop() {
+	r.c.busy.Add(1)
+	defer r.c.busy.Add(-1)
+	r.begin()
 	for {
 		i := r.next.Add(1) - 1
 		if i >= r.n {
@@ -413,9 +466,17 @@ func (r *run[T]) loop() {
 	}
 }
 
+// begin counts the batch's queue wait when the first of its calls starts.
+func (r *run[T]) begin() {
+	if !r.started.Load() && r.started.CompareAndSwap(false, true) {
+		r.c.queueWait.Add(int64(time.Since(r.start)))
+	}
+}
+
 // loopUntil runs the calls on the caller's goroutine, checking ctx between
 // calls.
 func (r *run[T]) loopUntil(ctx context.Context) {
+	r.begin()
 	for {
 		if ctx.Err() != nil {
 			r.settle(StatusCanceled)
@@ -425,6 +486,7 @@ func (r *run[T]) loopUntil(ctx context.Context) {
 		if i >= r.n {
 			return
 		}
+		r.c.inline.Add(1)
 		r.one(int(i))
 	}
 }
@@ -440,7 +502,10 @@ func (r *run[T]) one(i int) {
 	if !st.CompareAndSwap(uint32(statusPending), uint32(statusRunning)) {
 		return // abandoned before it started
 	}
+	r.c.calls.Add(1)
+	r.c.callsActive.Add(1)
 	v, ok := r.call(i)
+	r.c.callsActive.Add(-1)
 	if !ok {
 		st.CompareAndSwap(uint32(statusRunning), uint32(StatusPanicked))
 		return
@@ -480,8 +545,16 @@ func (r *run[T]) settle(s Status) {
 		if i >= r.n {
 			return
 		}
+		if s == StatusOverloaded {
+			r.c.rejected.Add(1)
+		}
 		r.one(int(i))
 	}
+}
+
+func (r *run[T]) countAbandoned() bool {
+	r.c.abandoned.Add(1)
+	return true
 }
 
 // abandon gives up the calls that are not done: those not started become
@@ -495,7 +568,7 @@ func (r *run[T]) abandon() {
 		for {
 			s := Status(st.Load())
 			if s == statusPending && st.CompareAndSwap(uint32(s), uint32(StatusCanceled)) ||
-				s == statusRunning && st.CompareAndSwap(uint32(s), uint32(StatusAbandoned)) ||
+				s == statusRunning && st.CompareAndSwap(uint32(s), uint32(StatusAbandoned)) && r.countAbandoned() ||
 				s > statusWriting {
 				break
 			}

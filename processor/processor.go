@@ -26,6 +26,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/dispatcher"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/drain"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 )
@@ -41,6 +42,7 @@ type Processor struct {
 	codecs   *compress.Codecs
 	cfg      *config
 	log      zerolog.Logger
+	gate     drain.Gate // batches in execute; closed by Close
 }
 
 var _ thrift.TProcessor = (*Processor)(nil)
@@ -80,13 +82,15 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 // Close stops taking batches (new ones fail with BatchError SHUTTING_DOWN),
 // waits for the batches in flight until ctx is done, and releases the pool
 // unless it came from WithPool. Messages other than executeBatch are not
-// affected. It returns ctx's error when batches were still running then.
+// affected. It returns ctx's error when batches were still running then;
+// what they hold is released when the last of them ends.
 func (p *Processor) Close(ctx context.Context) error {
-	var err error
+	err := p.gate.Close(ctx, p.codecs.Close)
 	if p.ownPool {
-		err = p.pool.Close(ctx)
+		if perr := p.pool.Close(ctx); err == nil {
+			err = perr
+		}
 	}
-	p.codecs.Close()
 	return err
 }
 
@@ -157,6 +161,10 @@ func (s service) ExecuteBatch(ctx context.Context, req *batch.BatchRequest) (*ba
 
 func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
 	start := time.Now()
+	if !p.gate.Enter() {
+		return nil, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
+	}
+	defer p.gate.Exit()
 	proto, _ := ctx.Value(protocolKey{}).(thrift.TProtocol)
 	if proto == nil {
 		return nil, errors.New("executeBatch reached without the protocol it arrived on")
@@ -321,20 +329,21 @@ func (p *Processor) respond(ctx context.Context, kind wire.Kind, accept []batch.
 	return plain, len(raw), nil
 }
 
-// estimateSize returns about how many bytes the responses take encoded with
-// kind: exact enough to choose whether to compress, and an overestimate for
-// binary and compact.
+// estimateSize returns at least how many bytes the responses take encoded
+// with kind, and not much more: close enough to choose whether to compress.
+// JSON carries a reply in base64 (4/3 of its size) and may escape each byte
+// of a message as \u00XX (6 bytes).
 func estimateSize(kind wire.Kind, responses []*batch.Response) int {
 	n := 8
 	for _, r := range responses {
-		body := len(r.Reply)
+		reply, msg := len(r.Reply), 0
 		if r.Error != nil {
-			body += len(r.Error.Message) + 16
+			msg = len(r.Error.Message) + 16
 		}
 		if kind == wire.JSON {
-			body = body*4/3 + 48
+			reply, msg = reply*4/3+8, msg*6+32
 		}
-		n += body + 24
+		n += reply + msg + 24
 	}
 	return n
 }

@@ -284,8 +284,14 @@ func (c *Call) Run(ctx context.Context, fn thrift.TProcessorFunction, method str
 // carries.
 func (c *Call) DecodeException(ctx context.Context, body []byte) (thrift.TApplicationException, error) {
 	c.buf.Reset(body)
+	proto := c.proto
+	if c.kind == JSON {
+		// The JSON protocol may still buffer input of the call's
+		// arguments that it did not parse.
+		proto = c.kind.NewProtocol(&c.buf, cfg)
+	}
 	ex := thrift.NewTApplicationException(thrift.UNKNOWN_APPLICATION_EXCEPTION, "")
-	if err := ex.Read(ctx, c.proto); err != nil {
+	if err := ex.Read(ctx, proto); err != nil {
 		return nil, err
 	}
 	return ex, nil
