@@ -252,9 +252,10 @@ func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
 		if ctx.Err() != nil {
 			return failed(contextError(ctx, i))
 		}
-		if errors.As(err, new(thrift.TProtocolException)) {
-			// A oneway method's arguments that do not decode: its
-			// generated code returns the error without writing one.
+		if errors.As(err, new(thrift.TProtocolException)) || errors.As(err, new(thrift.TTransportException)) {
+			// A oneway method's arguments that do not decode (in
+			// memory, a transport error means input that ends too soon):
+			// its generated code returns the error without writing one.
 			return failed(thrift.PROTOCOL_ERROR, fmt.Sprintf("%s: arguments do not decode: %v", req.Method, err))
 		}
 		r.d.log.Error().Str("method", req.Method).Int("index", i).Err(err).Msg("thriftbatch: call failed without a reply")

@@ -125,12 +125,19 @@ func (b *Buffer) Reset(in []byte) {
 	b.in, b.pos, b.Out = in, 0, b.Out[:0]
 }
 
+// errShort is what reading past the input returns: io.EOF inside a
+// TTransportException (END_OF_FILE), so that the error keeps its type
+// through the generated code's thrift.PrependError and callers can tell
+// truncated input from a handler's own error, while errors.Is(err, io.EOF)
+// still holds.
+var errShort = thrift.NewTTransportExceptionFromError(io.EOF)
+
 func (b *Buffer) Read(p []byte) (int, error) {
 	if b.pos >= len(b.in) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		return 0, io.EOF
+		return 0, errShort
 	}
 	n := copy(p, b.in[b.pos:])
 	b.pos += n
@@ -140,7 +147,7 @@ func (b *Buffer) Read(p []byte) (int, error) {
 // ReadByte implements io.ByteReader.
 func (b *Buffer) ReadByte() (byte, error) {
 	if b.pos >= len(b.in) {
-		return 0, io.EOF
+		return 0, errShort
 	}
 	c := b.in[b.pos]
 	b.pos++

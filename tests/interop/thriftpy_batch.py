@@ -1,0 +1,109 @@
+"""executeBatch from ThriftPy, the way a ThriftPy user writes it: load both
+IDLs at run time, build BatchRequest(requests=[Request(...)]), call
+client.executeBatch and iterate response.responses in order.
+
+Stack: TSocket -> TBufferedTransport or TFramedTransport (ThriftPy's
+TBufferedTransportFactory / TFramedTransportFactory) -> TBinaryProtocol.
+ThriftPy's compact protocol is not used: it is broken on Python 3.11.
+
+usage: thriftpy_batch.py HOST:PORT --idl-dir DIR --transport buffered|framed
+                         [--products N] [--calls N] [--codec C]
+"""
+
+import os
+
+from interop_common import (CODEC_NAMES, CODECS, Tally, check, check_codec,
+                            decompress, fail, parse_args, plain, plan)
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0],
+                      transport=("ThriftPy transport factory", ["buffered", "framed"], "buffered"),
+                      **{"idl-dir": ("repository root holding idl/ and example_server/", None, None)})
+    import thriftpy
+    from thriftpy.protocol import TBinaryProtocol, TBinaryProtocolFactory
+    from thriftpy.rpc import make_client
+    from thriftpy.thrift import TClient
+    from thriftpy.transport import (TBufferedTransportFactory,
+                                    TFramedTransportFactory, TMemoryBuffer)
+
+    root = args.idl_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    batch_thrift = thriftpy.load(os.path.join(root, "idl", "batch.thrift"), module_name="batch_thrift")
+    catalog_thrift = thriftpy.load(os.path.join(root, "example_server", "catalog.thrift"),
+                                   module_name="catalog_thrift")
+    Catalog = catalog_thrift.Catalog
+
+    factory = TFramedTransportFactory() if args.transport == "framed" else TBufferedTransportFactory()
+    client = make_client(batch_thrift.BatchService, args.host, args.port,
+                         proto_factory=TBinaryProtocolFactory(), trans_factory=factory,
+                         timeout=20000)
+
+    def encode(struct):
+        buf = TMemoryBuffer()
+        struct.write(TBinaryProtocol(buf))
+        return buf.getvalue()
+
+    def decode(struct, data):
+        if isinstance(data, str):  # a binary field that happened to be valid UTF-8
+            data = data.encode("utf-8")
+        struct.read(TBinaryProtocol(TMemoryBuffer(data)))
+        return struct
+
+    entries = plan(args.products, args.calls)
+    requests = []
+    for i, (method, arg, _) in enumerate(entries):
+        if method == "getProduct":
+            arguments = encode(Catalog.getProduct_args(id=arg))
+        elif method == "countProducts":
+            arguments = encode(Catalog.countProducts_args())
+        else:
+            arguments = b"\x00"
+        requests.append(batch_thrift.Request(method=method, arguments=arguments, id=1000 + i))
+    request = batch_thrift.BatchRequest(requests=requests)
+    if args.codec != "none":
+        request.acceptCodecs = [CODECS[args.codec]]
+
+    response = client.executeBatch(request)
+    check_codec(args, response, len(entries))
+    responses = response.responses
+    if response.codec:
+        inner = decode(batch_thrift.BatchResponse(), decompress(response.codec, response.compressedResponses))
+        responses = inner.responses
+    if len(responses) != len(entries):
+        fail("%d responses for %d requests" % (len(responses), len(entries)))
+
+    tally = Tally()
+    batched = {}
+    for i, (entry, r) in enumerate(zip(entries, responses)):
+        if r.id != 1000 + i:
+            fail("response %d carries id %r, want %d" % (i, r.id, 1000 + i))
+        if (r.reply is None) == (r.error is None):
+            fail("response %d: exactly one of reply and error must be set: %r" % (i, r))
+        if r.error is not None:
+            check(i, entry, tally, args.products, call_error=(r.error.type, r.error.message))
+            continue
+        result_cls = Catalog.getProduct_result if entry[0] == "getProduct" else Catalog.countProducts_result
+        result = decode(result_cls(), r.reply)
+        check(i, entry, tally, args.products, value=result.success, exc=getattr(result, "notFound", None))
+        batched.setdefault(entry[1], result)
+
+    # The same calls sent one by one on the same connection answer the same.
+    catalog_client = TClient(Catalog, client._iprot, client._oprot)
+    for i, (method, arg, _) in enumerate(entries[:6]):
+        if method != "getProduct":
+            continue
+        try:
+            single = Catalog.getProduct_result(success=catalog_client.getProduct(arg))
+        except catalog_thrift.NotFound as e:
+            single = Catalog.getProduct_result(notFound=e)
+        if plain(single) != plain(batched[arg]):
+            fail("call %d getProduct(%d): batched %r, alone %r" % (i, arg, batched[arg], single))
+    if catalog_client.countProducts() != args.products:
+        fail("countProducts() alone did not answer %d" % args.products)
+    client.close()
+    print("PASS thriftpy transport=%s protocol=binary calls=%d codec=%s %s" % (
+        args.transport, len(entries), CODEC_NAMES[response.codec or 0], tally.summary()))
+
+
+if __name__ == "__main__":
+    main()
