@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/thriftbatch/thriftbatch/example_server/catalog"
+)
+
+// maxSearchLimit caps the limit of search.
+const maxSearchLimit = 1000
+
+// handler implements catalog.Catalog over products kept in memory: products
+// 1 to n at start (newProduct), then whatever putProduct stores. Each call
+// first waits for the simulated backend latency, if any. It is safe for
+// concurrent use.
+type handler struct {
+	latency time.Duration
+
+	mu    sync.RWMutex
+	byID  map[int64]entry
+	ids   []int64 // byID's keys in ascending order, for search
+	views atomic.Int64
+}
+
+// entry is a stored product. Stored products are never modified: putProduct
+// replaces them.
+type entry struct {
+	product *catalog.Product
+	name    string // the product's name in lower case, for search
+}
+
+var _ catalog.Catalog = (*handler)(nil)
+
+// newHandler returns a handler whose catalog holds products 1 to n, and
+// whose every call takes latency more.
+func newHandler(n int, latency time.Duration) *handler {
+	h := &handler{latency: latency, byID: make(map[int64]entry, n), ids: make([]int64, 0, n)}
+	for id := range int64(n) {
+		h.store(newProduct(id + 1))
+	}
+	return h
+}
+
+// GetProduct returns product id, or raises NotFound.
+func (h *handler) GetProduct(ctx context.Context, id int64) (*catalog.Product, error) {
+	if err := h.wait(ctx); err != nil {
+		return nil, err
+	}
+	if p, ok := h.lookup(id); ok {
+		return p, nil
+	}
+	return nil, &catalog.NotFound{ID: id, Reason: "no product has this id"}
+}
+
+// GetProducts returns the products among ids that exist, in the order of ids.
+func (h *handler) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Product, error) {
+	if err := h.wait(ctx); err != nil {
+		return nil, err
+	}
+	products := make([]*catalog.Product, 0, len(ids))
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, id := range ids {
+		if e, ok := h.byID[id]; ok {
+			products = append(products, e.product)
+		}
+	}
+	return products, nil
+}
+
+// PutProduct stores a copy of product, replacing the product with its id.
+func (h *handler) PutProduct(ctx context.Context, product *catalog.Product) error {
+	if err := h.wait(ctx); err != nil {
+		return err
+	}
+	if product == nil {
+		return errors.New("putProduct: no product given")
+	}
+	p := *product
+	p.Tags = slices.Clone(product.Tags)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.store(&p)
+	return nil
+}
+
+// Search returns, in id order, up to limit products (at most maxSearchLimit)
+// whose name contains text, ignoring case. A limit of 0 or less finds none.
+func (h *handler) Search(ctx context.Context, text string, limit int32) ([]*catalog.Product, error) {
+	if err := h.wait(ctx); err != nil {
+		return nil, err
+	}
+	limit = min(limit, maxSearchLimit)
+	if limit <= 0 {
+		return nil, nil
+	}
+	text = strings.ToLower(text)
+	var found []*catalog.Product
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, id := range h.ids {
+		if e := h.byID[id]; strings.Contains(e.name, text) {
+			found = append(found, e.product)
+			if len(found) == int(limit) {
+				break
+			}
+		}
+	}
+	return found, nil
+}
+
+// CountProducts returns how many products the catalog holds.
+func (h *handler) CountProducts(ctx context.Context) (int64, error) {
+	if err := h.wait(ctx); err != nil {
+		return 0, err
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return int64(len(h.byID)), nil
+}
+
+// RecordView counts a view; the id is not checked.
+func (h *handler) RecordView(ctx context.Context, _ int64) error {
+	if err := h.wait(ctx); err != nil {
+		return err
+	}
+	h.views.Add(1)
+	return nil
+}
+
+// Views returns how many views RecordView has counted.
+func (h *handler) Views() int64 { return h.views.Load() }
+
+// lookup returns product id without waiting.
+func (h *handler) lookup(id int64) (*catalog.Product, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	e, ok := h.byID[id]
+	return e.product, ok
+}
+
+// store adds or replaces p. The caller holds h.mu for writing, or is
+// building h.
+func (h *handler) store(p *catalog.Product) {
+	if _, ok := h.byID[p.ID]; !ok {
+		i, _ := slices.BinarySearch(h.ids, p.ID)
+		h.ids = slices.Insert(h.ids, i, p.ID)
+	}
+	h.byID[p.ID] = entry{product: p, name: strings.ToLower(p.Name)}
+}
+
+// wait sleeps for the simulated latency, or returns ctx's error if ctx ends
+// first.
+func (h *handler) wait(ctx context.Context) error {
+	if h.latency <= 0 {
+		return nil
+	}
+	t := time.NewTimer(h.latency)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
