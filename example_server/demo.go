@@ -16,6 +16,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/client"
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
+	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
 )
 
@@ -40,7 +41,7 @@ func runDemo(ctx context.Context, cfg *config, log zerolog.Logger, out io.Writer
 	if cfg.addrSet {
 		addr = cfg.addr
 	}
-	h := newHandler(cfg.products, cfg.latency)
+	h := store.New(cfg.products, cfg.latency)
 	s, err := startServer(cfg, addr, h, log)
 	if err != nil {
 		return err
@@ -57,7 +58,7 @@ func runDemo(ctx context.Context, cfg *config, log zerolog.Logger, out io.Writer
 // demo is one run of the demo.
 type demo struct {
 	cfg     *config
-	catalog *handler // the server's, to check answers against
+	catalog *store.Handler // the server's, to check answers against
 	dial    *dialer
 	checked atomic.Int64 // products found right
 }
@@ -185,7 +186,7 @@ func (d *demo) check(ids []int64, products []*catalog.Product, errs []error) err
 		return fmt.Errorf("%d products came back for %d ids", len(products), len(ids))
 	}
 	for i, id := range ids {
-		want, _ := d.catalog.lookup(id)
+		want, _ := d.catalog.Lookup(id)
 		switch got := products[i]; {
 		case got == nil:
 			return fmt.Errorf("no product came back for id %d", id)

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
+	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/processor"
 )
 
@@ -23,15 +24,15 @@ const drainTimeout = 5 * time.Second
 // Settings of the transports.
 const (
 	bufferSize = 8192
-	// zlibLevel is zlib's default level, as the Python Thrift stack uses
-	// it, so that both ends of a mixed deployment compress alike.
+	// zlibLevel is zlib's default level. (Python's TZlibTransport
+	// defaults to 9; either end reads what the other writes.)
 	zlibLevel = 6
 )
 
 // serve serves the catalog on cfg.addr until ctx ends or serving fails,
 // logging one line when it starts and one when it has stopped.
 func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
-	s, err := startServer(cfg, cfg.addr, newHandler(cfg.products, cfg.latency), log)
+	s, err := startServer(cfg, cfg.addr, store.New(cfg.products, cfg.latency), log)
 	if err != nil {
 		return err
 	}

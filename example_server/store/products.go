@@ -1,4 +1,4 @@
-package main
+package store
 
 import (
 	"math/rand/v2"
@@ -53,9 +53,9 @@ var (
 	extraTags = []string{"bestseller", "new", "eco", "gift-idea", "sale", "handmade", "limited", "premium"}
 )
 
-// newProduct returns product id of the starting catalog: a pure function of
+// NewProduct returns product id of the starting catalog: a pure function of
 // id, so that every run and every test sees the same catalog.
-func newProduct(id int64) *catalog.Product {
+func NewProduct(id int64) *catalog.Product {
 	r := rand.New(rand.NewPCG(catalogSeed, uint64(id)))
 	k := kinds[r.IntN(len(kinds))]
 	brand, adjective := pick(r, brands), pick(r, adjectives)

@@ -1,4 +1,7 @@
-package main
+// Package store is the example catalog: products generated deterministically
+// in memory, served through the catalog.Catalog interface with an optional
+// simulated backend latency. The example server and the benchmarks serve it.
+package store
 
 import (
 	"context"
@@ -12,14 +15,14 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 )
 
-// maxSearchLimit caps the limit of search.
-const maxSearchLimit = 1000
+// MaxSearchLimit caps the limit of search.
+const MaxSearchLimit = 1000
 
-// handler implements catalog.Catalog over products kept in memory: products
-// 1 to n at start (newProduct), then whatever putProduct stores. Each call
+// Handler implements catalog.Catalog over products kept in memory: products
+// 1 to n at start (NewProduct), then whatever putProduct stores. Each call
 // first waits for the simulated backend latency, if any. It is safe for
 // concurrent use.
-type handler struct {
+type Handler struct {
 	latency time.Duration
 
 	mu    sync.RWMutex
@@ -35,31 +38,31 @@ type entry struct {
 	name    string // the product's name in lower case, for search
 }
 
-var _ catalog.Catalog = (*handler)(nil)
+var _ catalog.Catalog = (*Handler)(nil)
 
-// newHandler returns a handler whose catalog holds products 1 to n, and
+// New returns a handler whose catalog holds products 1 to n, and
 // whose every call takes latency more.
-func newHandler(n int, latency time.Duration) *handler {
-	h := &handler{latency: latency, byID: make(map[int64]entry, n), ids: make([]int64, 0, n)}
+func New(n int, latency time.Duration) *Handler {
+	h := &Handler{latency: latency, byID: make(map[int64]entry, n), ids: make([]int64, 0, n)}
 	for id := range int64(n) {
-		h.store(newProduct(id + 1))
+		h.store(NewProduct(id + 1))
 	}
 	return h
 }
 
 // GetProduct returns product id, or raises NotFound.
-func (h *handler) GetProduct(ctx context.Context, id int64) (*catalog.Product, error) {
+func (h *Handler) GetProduct(ctx context.Context, id int64) (*catalog.Product, error) {
 	if err := h.wait(ctx); err != nil {
 		return nil, err
 	}
-	if p, ok := h.lookup(id); ok {
+	if p, ok := h.Lookup(id); ok {
 		return p, nil
 	}
 	return nil, &catalog.NotFound{ID: id, Reason: "no product has this id"}
 }
 
 // GetProducts returns the products among ids that exist, in the order of ids.
-func (h *handler) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Product, error) {
+func (h *Handler) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Product, error) {
 	if err := h.wait(ctx); err != nil {
 		return nil, err
 	}
@@ -75,7 +78,7 @@ func (h *handler) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Prod
 }
 
 // PutProduct stores a copy of product, replacing the product with its id.
-func (h *handler) PutProduct(ctx context.Context, product *catalog.Product) error {
+func (h *Handler) PutProduct(ctx context.Context, product *catalog.Product) error {
 	if err := h.wait(ctx); err != nil {
 		return err
 	}
@@ -90,13 +93,13 @@ func (h *handler) PutProduct(ctx context.Context, product *catalog.Product) erro
 	return nil
 }
 
-// Search returns, in id order, up to limit products (at most maxSearchLimit)
+// Search returns, in id order, up to limit products (at most MaxSearchLimit)
 // whose name contains text, ignoring case. A limit of 0 or less finds none.
-func (h *handler) Search(ctx context.Context, text string, limit int32) ([]*catalog.Product, error) {
+func (h *Handler) Search(ctx context.Context, text string, limit int32) ([]*catalog.Product, error) {
 	if err := h.wait(ctx); err != nil {
 		return nil, err
 	}
-	limit = min(limit, maxSearchLimit)
+	limit = min(limit, MaxSearchLimit)
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -116,7 +119,7 @@ func (h *handler) Search(ctx context.Context, text string, limit int32) ([]*cata
 }
 
 // CountProducts returns how many products the catalog holds.
-func (h *handler) CountProducts(ctx context.Context) (int64, error) {
+func (h *Handler) CountProducts(ctx context.Context) (int64, error) {
 	if err := h.wait(ctx); err != nil {
 		return 0, err
 	}
@@ -126,7 +129,7 @@ func (h *handler) CountProducts(ctx context.Context) (int64, error) {
 }
 
 // RecordView counts a view; the id is not checked.
-func (h *handler) RecordView(ctx context.Context, _ int64) error {
+func (h *Handler) RecordView(ctx context.Context, _ int64) error {
 	if err := h.wait(ctx); err != nil {
 		return err
 	}
@@ -135,10 +138,11 @@ func (h *handler) RecordView(ctx context.Context, _ int64) error {
 }
 
 // Views returns how many views RecordView has counted.
-func (h *handler) Views() int64 { return h.views.Load() }
+func (h *Handler) Views() int64 { return h.views.Load() }
 
-// lookup returns product id without waiting.
-func (h *handler) lookup(id int64) (*catalog.Product, bool) {
+// Lookup returns product id without the simulated latency: what a check of
+// a reply compares against.
+func (h *Handler) Lookup(id int64) (*catalog.Product, bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	e, ok := h.byID[id]
@@ -147,7 +151,7 @@ func (h *handler) lookup(id int64) (*catalog.Product, bool) {
 
 // store adds or replaces p. The caller holds h.mu for writing, or is
 // building h.
-func (h *handler) store(p *catalog.Product) {
+func (h *Handler) store(p *catalog.Product) {
 	if _, ok := h.byID[p.ID]; !ok {
 		i, _ := slices.BinarySearch(h.ids, p.ID)
 		h.ids = slices.Insert(h.ids, i, p.ID)
@@ -157,7 +161,7 @@ func (h *handler) store(p *catalog.Product) {
 
 // wait sleeps for the simulated latency, or returns ctx's error if ctx ends
 // first.
-func (h *handler) wait(ctx context.Context) error {
+func (h *Handler) wait(ctx context.Context) error {
 	if h.latency <= 0 {
 		return nil
 	}
