@@ -305,6 +305,11 @@ func (a *Auto) send(c *Client, calls []*pending) {
 			r = responses[i]
 		}
 		p.err = c.settle(p.method, r, err, p.result)
+		if p.err != nil && p.ctx.Err() != nil {
+			// The caller's own deadline passed too: say so as an
+			// unbatched call would.
+			p.err = p.ctx.Err()
+		}
 		close(p.done)
 	}
 	var be *batch.BatchError

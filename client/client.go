@@ -142,6 +142,20 @@ func (e *CallError) Error() string {
 // can be handled as one.
 func (e *CallError) TypeId() int32 { return e.Code }
 
+// Is makes errors.Is(err, context.DeadlineExceeded) true for a call the
+// batch deadline cut off (CALL_DEADLINE_EXCEEDED), and errors.Is(err,
+// context.Canceled) true for a canceled one (CALL_CANCELED), as for an
+// unbatched call whose context ended.
+func (e *CallError) Is(target error) bool {
+	switch e.Code {
+	case batch.CALL_DEADLINE_EXCEEDED:
+		return target == context.DeadlineExceeded
+	case batch.CALL_CANCELED:
+		return target == context.Canceled
+	}
+	return false
+}
+
 // Call is one call of an explicit Batch. Its result and error are set by
 // Execute.
 type Call[R thrift.TStruct] struct {

@@ -114,10 +114,12 @@ func New(opts ...Option) (*Codecs, error) {
 		return nil, fmt.Errorf("compress: zstd encoder: %w", err)
 	}
 	// WithDecoderMaxMemory bounds the decoded size and, through it, the
-	// window a frame may declare.
+	// window a frame may declare. It is kept at two minimum windows at
+	// least, since the encoder declares a 1 or 2 KiB window even for a
+	// single byte; the exact limit is checked after decoding.
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(uint64(cfg.maxDecoded)))
+		zstd.WithDecoderMaxMemory(uint64(max(cfg.maxDecoded, 2*zstd.MinWindowSize))))
 	if err != nil {
 		return nil, fmt.Errorf("compress: zstd decoder: %w", err)
 	}

@@ -11,7 +11,6 @@
 package dispatcher
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -226,7 +225,7 @@ func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
 	switch out.Type {
 	case thrift.REPLY:
 		// Declared exceptions come back here too, inside the result struct.
-		resp.Reply = bytes.Clone(out.Body)
+		resp.Reply = c.Keep(out.Body)
 		wire.Put(c)
 	case thrift.EXCEPTION:
 		if ctx.Err() != nil {

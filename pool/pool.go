@@ -99,15 +99,15 @@ type Pool struct {
 
 // counters are the pool's statistics that are not read off ants.
 type counters struct {
-	busy        atomic.Int64 // workers running a helper
-	batches     atomic.Uint64
-	calls       atomic.Uint64
-	callsActive atomic.Int64
-	waiting     atomic.Int64
-	queueWait   atomic.Int64 // nanoseconds, summed over batches
-	rejected    atomic.Uint64
-	inline      atomic.Uint64
-	abandoned   atomic.Uint64
+	busy         atomic.Int64 // workers running a helper
+	inlineActive atomic.Int64 // callers running their batch's calls
+	batches      atomic.Uint64
+	calls        atomic.Uint64
+	waiting      atomic.Int64
+	queueWait    atomic.Int64 // nanoseconds, summed over batches
+	rejected     atomic.Uint64
+	inline       atomic.Uint64
+	abandoned    atomic.Uint64
 }
 
 // Stats is a snapshot of a pool's state and counters. Counters count from
@@ -130,11 +130,13 @@ type Stats struct {
 	// BatchesInFlight is the number of batches between the start and the end
 	// of Run.
 	BatchesInFlight int
-	// CallsInFlight is the number of calls running now.
+	// CallsInFlight is the number of calls running now: one per busy
+	// worker and per caller running its own batch's calls.
 	CallsInFlight int
 	// Batches is the number of batches run.
 	Batches uint64
-	// Calls is the number of calls started.
+	// Calls is the number of calls run. A goroutine adds its calls when it
+	// has finished with a batch.
 	Calls uint64
 	// QueueWait is the time batches spent, summed, between entering Run and
 	// their first call starting. QueueWait/Batches is the mean wait; a mean
@@ -163,7 +165,7 @@ func (p *Pool) Stats() Stats {
 		Free:            capacity - busy,
 		WaitingBatches:  int(c.waiting.Load()),
 		BatchesInFlight: inflight,
-		CallsInFlight:   int(c.callsActive.Load()),
+		CallsInFlight:   busy + int(c.inlineActive.Load()),
 		Batches:         c.batches.Load(),
 		Calls:           c.calls.Load(),
 		QueueWait:       time.Duration(c.queueWait.Load()),
@@ -452,18 +454,14 @@ func (r *run[T]) waitSpawn(ctx context.Context, p *Pool) bool {
 	}
 }
 
-// loop is a helper: it claims indices until none is left.
+// loop is a helper: it claims and runs calls until none is left.
 func (r *run[T]) loop() {
 	r.c.busy.Add(1)
-	defer r.c.busy.Add(-1)
 	r.begin()
-	for {
-		i := r.next.Add(1) - 1
-		if i >= r.n {
-			return
-		}
-		r.one(int(i))
-	}
+	settled, ran := r.drain(nil)
+	r.c.busy.Add(-1)
+	r.c.calls.Add(ran)
+	r.settled(settled)
 }
 
 // begin counts the batch's queue wait when the first of its calls starts.
@@ -476,39 +474,72 @@ func (r *run[T]) begin() {
 // loopUntil runs the calls on the caller's goroutine, checking ctx between
 // calls.
 func (r *run[T]) loopUntil(ctx context.Context) {
+	r.c.inlineActive.Add(1)
 	r.begin()
+	settled, ran := r.drain(ctx.Done())
+	r.c.inlineActive.Add(-1)
+	r.c.calls.Add(ran)
+	r.c.inline.Add(ran)
+	r.settled(settled)
+}
+
+// Chunks of calls: a goroutine claims up to maxChunk indices at once, as many
+// as take about chunkTarget at the pace of its last chunk.
+const (
+	chunkTarget = 4 * time.Microsecond
+	maxChunk    = 64
+)
+
+// drain claims chunks of indices and settles them until none is left; once
+// done (when not nil) is closed, the rest are settled as StatusCanceled. It
+// returns how many indices it settled and how many calls it ran.
+//
+// A chunk starts at one index and at most doubles while calls are quick, so
+// trivial calls cost one shared increment per chunk and neighbouring slots
+// are written by one goroutine (no cache line bouncing between cores), while
+// slow calls are claimed one at a time and spread over all the helpers.
+func (r *run[T]) drain(done <-chan struct{}) (settled, ran uint64) {
+	chunk := int64(1)
 	for {
-		if ctx.Err() != nil {
-			r.settle(StatusCanceled)
-			return
+		lo := r.next.Add(chunk) - chunk
+		if lo >= r.n {
+			return settled, ran
 		}
-		i := r.next.Add(1) - 1
-		if i >= r.n {
-			return
+		hi := min(lo+chunk, r.n)
+		start := time.Now()
+		for i := lo; i < hi; i++ {
+			if done != nil {
+				select { // a receive that cannot block costs no lock
+				case <-done:
+					r.stop.CompareAndSwap(0, uint32(StatusCanceled))
+				default:
+				}
+			}
+			if r.one(int(i)) {
+				ran++
+			}
 		}
-		r.c.inline.Add(1)
-		r.one(int(i))
+		settled += uint64(hi - lo)
+		per := time.Since(start) / time.Duration(hi-lo)
+		chunk = min(2*chunk, maxChunk, max(1, int64(chunkTarget/max(per, 1))))
 	}
 }
 
-// one runs index i unless the batch has stopped, and settles it.
-func (r *run[T]) one(i int) {
-	defer r.settled()
+// one runs index i unless the batch has stopped, settles it, and reports
+// whether it ran fn.
+func (r *run[T]) one(i int) bool {
 	st := &r.res.state[i]
 	if s := r.stop.Load(); s != 0 {
 		st.CompareAndSwap(uint32(statusPending), s)
-		return
+		return false
 	}
 	if !st.CompareAndSwap(uint32(statusPending), uint32(statusRunning)) {
-		return // abandoned before it started
+		return false // abandoned before it started
 	}
-	r.c.calls.Add(1)
-	r.c.callsActive.Add(1)
 	v, ok := r.call(i)
-	r.c.callsActive.Add(-1)
 	if !ok {
 		st.CompareAndSwap(uint32(statusRunning), uint32(StatusPanicked))
-		return
+		return true
 	}
 	// Only the goroutine that moves running to writing may write slot i;
 	// abandon moves running to abandoned instead, and then the value is
@@ -517,6 +548,7 @@ func (r *run[T]) one(i int) {
 		r.res.Values[i] = v
 		st.Store(uint32(StatusDone))
 	}
+	return true
 }
 
 // call runs fn(i). The recover is a safety net, not error handling: a panic
@@ -531,8 +563,9 @@ func (r *run[T]) call(i int) (v T, ok bool) {
 	return r.fn(i), true
 }
 
-func (r *run[T]) settled() {
-	if r.left.Add(-1) == 0 {
+// settled counts n indices as settled, and ends the batch with the last.
+func (r *run[T]) settled(n uint64) {
+	if n > 0 && r.left.Add(-int64(n)) == 0 {
 		close(r.done)
 	}
 }
@@ -540,16 +573,11 @@ func (r *run[T]) settled() {
 // settle gives every unclaimed index the status s, on the caller's goroutine.
 func (r *run[T]) settle(s Status) {
 	r.stop.Store(uint32(s))
-	for {
-		i := r.next.Add(1) - 1
-		if i >= r.n {
-			return
-		}
-		if s == StatusOverloaded {
-			r.c.rejected.Add(1)
-		}
-		r.one(int(i))
+	settled, _ := r.drain(nil)
+	if s == StatusOverloaded {
+		r.c.rejected.Add(settled)
 	}
+	r.settled(settled)
 }
 
 func (r *run[T]) countAbandoned() bool {

@@ -1,0 +1,707 @@
+package compress_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/thriftbatch/thriftbatch/compress"
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+)
+
+const (
+	kib = 1 << 10
+	mib = 1 << 20
+	gib = 1 << 30
+)
+
+// newCodecs builds a Codecs and closes it when the test ends.
+func newCodecs(t testing.TB, opts ...compress.Option) *compress.Codecs {
+	t.Helper()
+	c, err := compress.New(opts...)
+	if err != nil {
+		t.Fatalf("compress.New: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i < n; i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8 && i+j < n; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+func repetitiveBytes(n int) []byte {
+	const phrase = "thriftbatch runs many calls in one round trip; "
+	return []byte(strings.Repeat(phrase, n/len(phrase)+1)[:n])
+}
+
+func TestCodecsRoundTripEveryPayload(t *testing.T) {
+	c := newCodecs(t)
+	payloads := []struct {
+		name string
+		data []byte
+	}{
+		{"0 bytes", []byte{}},
+		{"1 byte", []byte{42}},
+		{"1 MiB random", randomBytes(mib, 1)},
+		{"1 MiB repetitive", repetitiveBytes(mib)},
+		{"1 MiB zeros", make([]byte, mib)},
+	}
+	for _, codec := range compress.Supported {
+		for _, p := range payloads {
+			t.Run(fmt.Sprintf("%s round-trips %s", compress.Name(codec), p.name), func(t *testing.T) {
+				enc, err := c.Encode(codec, nil, p.data)
+				if err != nil {
+					t.Fatalf("Encode: %v", err)
+				}
+				dec, err := c.Decode(codec, nil, enc)
+				if err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				if !bytes.Equal(dec, p.data) {
+					t.Fatalf("Decode(Encode(x)) differs from x: got %d bytes, want %d", len(dec), len(p.data))
+				}
+				if p.name == "1 MiB repetitive" && len(enc) > len(p.data)/10 {
+					t.Errorf("repetitive 1 MiB encoded to %d bytes; want it compressed at least 10x", len(enc))
+				}
+			})
+		}
+	}
+}
+
+func TestCodecsAppendToDst(t *testing.T) {
+	c := newCodecs(t)
+	src := repetitiveBytes(10 * kib)
+	for _, codec := range compress.Supported {
+		t.Run(compress.Name(codec)+" appends after what dst holds", func(t *testing.T) {
+			prefix := []byte("prefix:")
+			for _, dstCap := range []int{len(prefix), len(prefix) + 64*kib} {
+				dst := append(make([]byte, 0, dstCap), prefix...)
+				enc, err := c.Encode(codec, dst, src)
+				if err != nil {
+					t.Fatalf("Encode: %v", err)
+				}
+				if !bytes.HasPrefix(enc, prefix) {
+					t.Fatalf("Encode with cap %d lost the prefix: %q", dstCap, enc[:min(len(enc), 16)])
+				}
+				dst = append(make([]byte, 0, dstCap), prefix...)
+				dec, err := c.Decode(codec, dst, enc[len(prefix):])
+				if err != nil {
+					t.Fatalf("Decode with cap %d: %v", dstCap, err)
+				}
+				if want := append(append([]byte{}, prefix...), src...); !bytes.Equal(dec, want) {
+					t.Fatalf("Decode with cap %d: got %d bytes, want prefix + %d bytes", dstCap, len(dec), len(src))
+				}
+			}
+		})
+	}
+}
+
+func TestGzipAndZlibRoundTripAtEveryLevel(t *testing.T) {
+	src := repetitiveBytes(64 * kib)
+	for level := gzip.HuffmanOnly; level <= gzip.BestCompression; level++ {
+		t.Run(fmt.Sprintf("level %d round-trips with gzip and zlib", level), func(t *testing.T) {
+			c := newCodecs(t, compress.WithGzipLevel(level))
+			for _, codec := range []batch.Codec{batch.Codec_GZIP, batch.Codec_ZLIB} {
+				enc, err := c.Encode(codec, nil, src)
+				if err != nil {
+					t.Fatalf("%s Encode: %v", compress.Name(codec), err)
+				}
+				dec, err := c.Decode(codec, nil, enc)
+				if err != nil || !bytes.Equal(dec, src) {
+					t.Fatalf("%s round trip: err %v, %d bytes, want %d", compress.Name(codec), err, len(dec), len(src))
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeAtTheLimit(t *testing.T) {
+	const limit = 64 * kib
+	c := newCodecs(t, compress.WithMaxDecodedSize(limit))
+	if got := c.MaxDecodedSize(); got != limit {
+		t.Fatalf("MaxDecodedSize() = %d, want %d", got, limit)
+	}
+	for _, codec := range compress.Supported {
+		for _, tc := range []struct {
+			name    string
+			size    int
+			tooBig  bool
+			payload func(int) []byte
+		}{
+			{"exactly the limit of random bytes decodes", limit, false, func(n int) []byte { return randomBytes(n, 7) }},
+			{"one byte over the limit of random bytes is too large", limit + 1, true, func(n int) []byte { return randomBytes(n, 7) }},
+			{"exactly the limit of zeros decodes", limit, false, func(n int) []byte { return make([]byte, n) }},
+			{"one byte over the limit of zeros is too large", limit + 1, true, func(n int) []byte { return make([]byte, n) }},
+		} {
+			t.Run(compress.Name(codec)+": "+tc.name, func(t *testing.T) {
+				src := tc.payload(tc.size)
+				enc, err := c.Encode(codec, nil, src)
+				if err != nil {
+					t.Fatalf("Encode: %v", err)
+				}
+				dec, err := c.Decode(codec, nil, enc)
+				if tc.tooBig {
+					if !errors.Is(err, compress.ErrTooLarge) {
+						t.Fatalf("Decode of %d bytes with limit %d: err = %v, want ErrTooLarge", tc.size, limit, err)
+					}
+					if dec != nil {
+						t.Errorf("Decode returned %d bytes along with ErrTooLarge", len(dec))
+					}
+					return
+				}
+				if err != nil || !bytes.Equal(dec, src) {
+					t.Fatalf("Decode of %d bytes with limit %d: err %v, got %d bytes", tc.size, limit, err, len(dec))
+				}
+			})
+		}
+	}
+}
+
+// Bombs: small payloads that expand far beyond the limit.
+
+// zstdFrame builds a zstd frame by hand: content of n zero bytes as RLE
+// blocks of up to 128 KiB. declare writes the content size in the header;
+// single makes it a single-segment frame (the window is then the content
+// size); otherwise the window is 128 KiB.
+func zstdFrame(n int, declare, single bool) []byte {
+	var fhd byte
+	if declare {
+		fhd |= 3 << 6 // 8-byte Frame_Content_Size
+	}
+	if single {
+		fhd |= 1 << 5
+	}
+	out := binary.LittleEndian.AppendUint32(nil, 0xFD2FB528)
+	out = append(out, fhd)
+	if !single {
+		out = append(out, 7<<3) // Window_Descriptor: 2^(10+7) = 128 KiB
+	}
+	if declare {
+		out = binary.LittleEndian.AppendUint64(out, uint64(n))
+	}
+	const block = 128 * kib
+	for left := n; left > 0; {
+		size := min(left, block)
+		left -= size
+		hdr := uint32(size)<<3 | 1<<1 // Block_Type RLE
+		if left == 0 {
+			hdr |= 1 // Last_Block
+		}
+		out = append(out, byte(hdr), byte(hdr>>8), byte(hdr>>16), 0 /* the byte repeated */)
+	}
+	return out
+}
+
+// bitWriter writes the LSB-first bit stream of DEFLATE.
+type bitWriter struct {
+	out   []byte
+	acc   uint64
+	nbits uint
+}
+
+func (w *bitWriter) bits(v uint64, n uint) {
+	w.acc |= v << w.nbits
+	w.nbits += n
+	for w.nbits >= 8 {
+		w.out = append(w.out, byte(w.acc))
+		w.acc >>= 8
+		w.nbits -= 8
+	}
+}
+
+// huff writes a Huffman code of n bits, most significant bit first.
+func (w *bitWriter) huff(code uint64, n uint) {
+	for i := int(n) - 1; i >= 0; i-- {
+		w.bits(code>>uint(i)&1, 1)
+	}
+}
+
+func (w *bitWriter) flush() []byte {
+	if w.nbits > 0 {
+		w.out = append(w.out, byte(w.acc))
+		w.acc, w.nbits = 0, 0
+	}
+	return w.out
+}
+
+// deflateZeros builds a raw DEFLATE stream of one dynamic-Huffman block that
+// inflates to 1 + 258*copies zero bytes at two bits per 258 bytes, the
+// format's best ratio. It returns the stream and the inflated length.
+func deflateZeros(copies int) ([]byte, int) {
+	var w bitWriter
+	w.bits(1, 1)       // BFINAL
+	w.bits(2, 2)       // BTYPE dynamic
+	w.bits(286-257, 5) // HLIT: literal/length codes 0..285
+	w.bits(1-1, 5)     // HDIST: one distance code
+	w.bits(18-4, 4)    // HCLEN: 18 code length codes
+	// Code length code lengths in the order of RFC 1951 3.2.7: symbols 18 (1
+	// bit), 1 and 2 (2 bits each) are the only ones used.
+	order := []int{16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1}
+	clen := map[int]uint64{18: 1, 2: 2, 1: 2}
+	for _, sym := range order {
+		w.bits(clen[sym], 3)
+	}
+	// Canonical codes: 18 -> 0, 1 -> 10, 2 -> 11.
+	one, two := func() { w.huff(0b10, 2) }, func() { w.huff(0b11, 2) }
+	zeros := func(n uint64) { w.huff(0, 1); w.bits(n-11, 7) } // symbol 18: 11..138 zeros
+	// Literal/length code lengths: 0 -> 2, 256 -> 2, 285 -> 1, others unused.
+	two()      // symbol 0
+	zeros(138) // 1..138
+	zeros(117) // 139..255
+	two()      // 256 (end of block)
+	zeros(28)  // 257..284
+	one()      // 285 (length 258)
+	one()      // distance code 0 (distance 1)
+	// Canonical codes: 285 -> 0, 0 -> 10, 256 -> 11; distance 0 -> 0.
+	w.huff(0b10, 2) // literal 0
+	for range copies {
+		w.huff(0, 1) // length 258
+		w.huff(0, 1) // distance 1
+	}
+	w.huff(0b11, 2) // end of block
+	return w.flush(), 1 + 258*copies
+}
+
+func crcOfZeros(n int) uint32 {
+	zero := make([]byte, mib)
+	var crc uint32
+	for n > 0 {
+		k := min(n, len(zero))
+		crc = crc32.Update(crc, crc32.IEEETable, zero[:k])
+		n -= k
+	}
+	return crc
+}
+
+// gzipZeros wraps deflateZeros in a gzip member (RFC 1952) with a correct
+// trailer.
+func gzipZeros(copies int) ([]byte, int) {
+	body, n := deflateZeros(copies)
+	out := []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
+	out = append(out, body...)
+	out = binary.LittleEndian.AppendUint32(out, crcOfZeros(n))
+	return binary.LittleEndian.AppendUint32(out, uint32(n)), n
+}
+
+// zlibZeros wraps deflateZeros in a zlib stream (RFC 1950) with a correct
+// Adler-32.
+func zlibZeros(copies int) ([]byte, int) {
+	body, n := deflateZeros(copies)
+	out := []byte{0x78, 0x01} // deflate, 32 KiB window, no dictionary; 0x7801 % 31 == 0
+	out = append(out, body...)
+	// Adler-32 of n zero bytes: a stays 1, b adds 1 per byte.
+	return binary.BigEndian.AppendUint32(out, uint32(n%65521)<<16|1), n
+}
+
+// blockHeader is a Snappy or S2 block declaring n decoded bytes followed by a few literal
+// bytes: the header is all Decode needs to refuse it.
+func blockHeader(n int) []byte {
+	out := binary.AppendUvarint(nil, uint64(n))
+	return append(out, 0, 0) // literal of 1 byte: 0
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+type bomb struct {
+	name       string
+	codec      batch.Codec
+	payload    []byte
+	declared   int  // bytes the payload decodes to
+	headerOnly bool // only the header is real: the body is cut short
+}
+
+// bombs returns payloads of about size zero bytes (at least size).
+func bombs(t testing.TB, size int) []bomb {
+	t.Helper()
+	copies := (size + 257) / 258
+	gz, gzn := gzipZeros(copies)
+	zl, zln := zlibZeros(copies)
+	var multi []byte
+	for range size / (512 * kib) {
+		multi = append(multi, zstdFrame(512*kib, true, false)...)
+	}
+	enc := func(f func(dst, src []byte) []byte, n int) []byte { return f(nil, make([]byte, n)) }
+	return []bomb{
+		{"zstd single-segment frame declaring its size", batch.Codec_ZSTD, zstdFrame(size, true, true), size, false},
+		{"zstd frame with a small window declaring its size", batch.Codec_ZSTD, zstdFrame(size, true, false), size, false},
+		{"zstd frame with a small window and no declared size", batch.Codec_ZSTD, zstdFrame(size, false, false), size, false},
+		{"zstd stream of many 512 KiB frames", batch.Codec_ZSTD, multi, size / (512 * kib) * 512 * kib, false},
+		{"snappy block declaring its size", batch.Codec_SNAPPY, blockHeader(size), size, true},
+		{"s2 block declaring its size", batch.Codec_S2, blockHeader(size), size, true},
+		{"real snappy block of 8 MiB of zeros", batch.Codec_SNAPPY, enc(s2.EncodeSnappy, 8*mib), 8 * mib, false},
+		{"real s2 block of 8 MiB of zeros", batch.Codec_S2, enc(s2.Encode, 8*mib), 8 * mib, false},
+		{"gzip member of zeros at the DEFLATE ratio limit", batch.Codec_GZIP, gz, gzn, false},
+		{"zlib stream of zeros at the DEFLATE ratio limit", batch.Codec_ZLIB, zl, zln, false},
+	}
+}
+
+// TestBombBuildersAreValid decodes small versions of the hand-built bombs
+// with a limit they fit in, so that the bomb tests below fail for the limit
+// and not for a malformed payload.
+func TestBombBuildersAreValid(t *testing.T) {
+	c := newCodecs(t)
+	for _, b := range bombs(t, 2*mib) {
+		t.Run(b.name+" decodes under a large enough limit", func(t *testing.T) {
+			dec, err := c.Decode(b.codec, nil, b.payload)
+			if b.headerOnly {
+				if !errors.Is(err, compress.ErrCorrupt) {
+					t.Fatalf("truncated block: err = %v, want ErrCorrupt", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if len(dec) != b.declared || !allZero(dec) {
+				t.Fatalf("decoded %d bytes, want %d zero bytes", len(dec), b.declared)
+			}
+		})
+	}
+}
+
+func TestDecodeRefusesBombsWithoutAllocatingThem(t *testing.T) {
+	const limit = mib
+	c := newCodecs(t, compress.WithMaxDecodedSize(limit))
+	// Warm up the decoders, so that their one-time buffers do not count.
+	for _, codec := range compress.Supported {
+		enc, _ := c.Encode(codec, nil, repetitiveBytes(limit))
+		if _, err := c.Decode(codec, nil, enc); err != nil {
+			t.Fatalf("warm-up %s: %v", compress.Name(codec), err)
+		}
+	}
+	for _, b := range bombs(t, gib) {
+		t.Run(b.name+" is too large", func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			dec, err := c.Decode(b.codec, nil, b.payload)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, compress.ErrTooLarge) {
+				t.Fatalf("Decode of %d bytes (declaring %d) with limit %d: err = %v, want ErrTooLarge", len(b.payload), b.declared, limit, err)
+			}
+			if dec != nil {
+				t.Errorf("Decode returned %d bytes along with ErrTooLarge", len(dec))
+			}
+			// The payload decodes to about 1 GiB or to 8 MiB; a bounded
+			// decode allocates a few times the limit at most.
+			allocated := after.TotalAlloc - before.TotalAlloc
+			if allocated > 16*mib {
+				t.Errorf("Decode allocated %d MiB for a payload declaring %d MiB, limit %d MiB", allocated/mib, b.declared/mib, limit/mib)
+			}
+			t.Logf("payload %d bytes, declared %d MiB, allocated %d KiB", len(b.payload), b.declared/mib, allocated/kib)
+		})
+	}
+}
+
+func TestDecodeRefusesCorruptInput(t *testing.T) {
+	c := newCodecs(t)
+	src := repetitiveBytes(100 * kib)
+	garbage := []byte("this is not a compressed payload, not in any format at all")
+	for _, codec := range compress.Supported {
+		valid, err := c.Encode(codec, nil, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name    string
+			payload []byte
+		}{
+			{"garbage", garbage},
+			{"a payload cut in half", valid[:len(valid)/2]},
+			{"a payload missing its last byte", valid[:len(valid)-1]},
+		}
+		switch codec {
+		case batch.Codec_GZIP, batch.Codec_ZLIB, batch.Codec_ZSTD:
+			// These carry a checksum of the content.
+			flipped := bytes.Clone(valid)
+			flipped[len(flipped)-2] ^= 0xff
+			cases = append(cases, struct {
+				name    string
+				payload []byte
+			}{"a payload with a wrong checksum", flipped})
+		}
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s refuses %s", compress.Name(codec), tc.name), func(t *testing.T) {
+				dec, err := c.Decode(codec, nil, tc.payload)
+				if !errors.Is(err, compress.ErrCorrupt) {
+					t.Fatalf("err = %v (%d bytes out), want ErrCorrupt", err, len(dec))
+				}
+				if errors.Is(err, compress.ErrTooLarge) || errors.Is(err, compress.ErrUnsupportedCodec) {
+					t.Errorf("err = %v also matches another sentinel", err)
+				}
+			})
+		}
+	}
+}
+
+func TestUnsupportedCodecs(t *testing.T) {
+	c := newCodecs(t)
+	for _, codec := range []batch.Codec{batch.Codec_NONE, batch.Codec(99), batch.Codec(-1)} {
+		t.Run(compress.Name(codec)+" is refused by Encode and Decode", func(t *testing.T) {
+			if _, err := c.Encode(codec, nil, []byte("x")); !errors.Is(err, compress.ErrUnsupportedCodec) {
+				t.Errorf("Encode: err = %v, want ErrUnsupportedCodec", err)
+			}
+			if _, err := c.Decode(codec, nil, []byte("x")); !errors.Is(err, compress.ErrUnsupportedCodec) {
+				t.Errorf("Decode: err = %v, want ErrUnsupportedCodec", err)
+			}
+			if compress.IsSupported(codec) {
+				t.Errorf("IsSupported(%s) = true", compress.Name(codec))
+			}
+		})
+	}
+}
+
+func TestName(t *testing.T) {
+	for _, tc := range []struct {
+		codec batch.Codec
+		want  string
+	}{
+		{batch.Codec_NONE, "NONE"},
+		{batch.Codec_ZSTD, "ZSTD"},
+		{batch.Codec_SNAPPY, "SNAPPY"},
+		{batch.Codec_S2, "S2"},
+		{batch.Codec_GZIP, "GZIP"},
+		{batch.Codec_ZLIB, "ZLIB"},
+		{batch.Codec(42), "Codec(42)"},
+	} {
+		t.Run(fmt.Sprintf("codec %d is named %s", tc.codec, tc.want), func(t *testing.T) {
+			if got := compress.Name(tc.codec); got != tc.want {
+				t.Errorf("Name(%d) = %q, want %q", tc.codec, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestIsSupported(t *testing.T) {
+	want := map[batch.Codec]bool{
+		batch.Codec_NONE: false, batch.Codec_ZSTD: true, batch.Codec_SNAPPY: true,
+		batch.Codec_S2: true, batch.Codec_GZIP: true, batch.Codec_ZLIB: true,
+		batch.Codec(6): false, batch.Codec(-1): false,
+	}
+	for codec, supported := range want {
+		t.Run(fmt.Sprintf("%s is supported: %v", compress.Name(codec), supported), func(t *testing.T) {
+			if got := compress.IsSupported(codec); got != supported {
+				t.Errorf("IsSupported(%s) = %v", compress.Name(codec), got)
+			}
+		})
+	}
+	if len(compress.Supported) != 5 {
+		t.Errorf("Supported has %d codecs, want 5", len(compress.Supported))
+	}
+}
+
+func TestChoose(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		accepted []batch.Codec
+		want     batch.Codec
+	}{
+		{"no accepted codec gives NONE", nil, batch.Codec_NONE},
+		{"only NONE gives NONE", []batch.Codec{batch.Codec_NONE}, batch.Codec_NONE},
+		{"only unknown codecs give NONE", []batch.Codec{7, 99}, batch.Codec_NONE},
+		{"the client's first choice wins", []batch.Codec{batch.Codec_GZIP, batch.Codec_ZSTD}, batch.Codec_GZIP},
+		{"unknown codecs are skipped", []batch.Codec{99, batch.Codec_SNAPPY, batch.Codec_ZSTD}, batch.Codec_SNAPPY},
+		{"NONE first is skipped", []batch.Codec{batch.Codec_NONE, batch.Codec_ZLIB}, batch.Codec_ZLIB},
+		{"a single supported codec is chosen", []batch.Codec{batch.Codec_S2}, batch.Codec_S2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := compress.Choose(tc.accepted); got != tc.want {
+				t.Errorf("Choose(%v) = %s, want %s", tc.accepted, compress.Name(got), compress.Name(tc.want))
+			}
+		})
+	}
+}
+
+func TestNewRefusesInvalidOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opt  compress.Option
+	}{
+		{"a zero max decoded size", compress.WithMaxDecodedSize(0)},
+		{"a negative max decoded size", compress.WithMaxDecodedSize(-1)},
+		{"a gzip level below HuffmanOnly", compress.WithGzipLevel(gzip.HuffmanOnly - 1)},
+		{"a gzip level above BestCompression", compress.WithGzipLevel(gzip.BestCompression + 1)},
+		{"an unknown zstd level", compress.WithZstdLevel(zstd.EncoderLevel(99))},
+		{"a zero zstd level", compress.WithZstdLevel(zstd.EncoderLevel(0))},
+	} {
+		t.Run("New refuses "+tc.name, func(t *testing.T) {
+			c, err := compress.New(tc.opt)
+			if err == nil {
+				c.Close()
+				t.Fatal("New returned no error")
+			}
+			if c != nil {
+				t.Errorf("New returned a Codecs along with %v", err)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		opt  compress.Option
+	}{
+		{"a max decoded size of 1 byte", compress.WithMaxDecodedSize(1)},
+		{"gzip HuffmanOnly", compress.WithGzipLevel(gzip.HuffmanOnly)},
+		{"gzip NoCompression", compress.WithGzipLevel(gzip.NoCompression)},
+		{"zstd SpeedBestCompression", compress.WithZstdLevel(zstd.SpeedBestCompression)},
+	} {
+		t.Run("New accepts "+tc.name, func(t *testing.T) {
+			c := newCodecs(t, tc.opt)
+			for _, codec := range compress.Supported {
+				if _, err := c.Encode(codec, nil, []byte{1}); err != nil {
+					t.Fatalf("%s Encode: %v", compress.Name(codec), err)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultMaxDecodedSize(t *testing.T) {
+	c := newCodecs(t)
+	if got := c.MaxDecodedSize(); got != 64*mib || compress.DefaultMaxDecodedSize != 64*mib {
+		t.Errorf("MaxDecodedSize() = %d, want DefaultMaxDecodedSize (64 MiB)", got)
+	}
+}
+
+func TestCodecsAreSafeForConcurrentUse(t *testing.T) {
+	c := newCodecs(t, compress.WithMaxDecodedSize(256*kib))
+	const goroutines = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range 20 {
+				codec := compress.Supported[(g+i)%len(compress.Supported)]
+				var src []byte
+				if i%2 == 0 {
+					src = randomBytes(1+(g*4099+i*977)%(64*kib), uint64(g*100+i))
+				} else {
+					src = repetitiveBytes(1 + (g*4099+i*977)%(200*kib))
+				}
+				enc, err := c.Encode(codec, nil, src)
+				if err != nil {
+					errs <- fmt.Errorf("%s Encode: %w", compress.Name(codec), err)
+					return
+				}
+				dec, err := c.Decode(codec, nil, enc)
+				if err != nil || !bytes.Equal(dec, src) {
+					errs <- fmt.Errorf("%s round trip of %d bytes: %v", compress.Name(codec), len(src), err)
+					return
+				}
+				// A corrupt and an oversized payload in between must not
+				// spoil the pooled state for the next decode.
+				if _, err := c.Decode(codec, nil, enc[:len(enc)/2]); err == nil && len(enc) > 16 {
+					errs <- fmt.Errorf("%s decoded a truncated payload", compress.Name(codec))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestZstdWindowAgainstTheLimit: Decode refuses a zstd frame that declares
+// a window larger than the limit, whatever its content (documented on
+// Decode). A streaming encoder (the zstd CLI, klauspost's zstd.Writer after a
+// Flush, most other languages' stream APIs) declares a window of a few MiB
+// and no content size, so its frames need a limit at least that large.
+func TestZstdWindowAgainstTheLimit(t *testing.T) {
+	const text = "hello hello hello"
+	streamed := func(window int) []byte {
+		var buf bytes.Buffer
+		w, err := zstd.NewWriter(&buf, zstd.WithWindowSize(window))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(text))
+		w.Flush() // forces a streaming frame: no content size, the full window
+		w.Close()
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		name    string
+		window  int
+		limit   int
+		tooMuch bool
+	}{
+		{"a 17-byte frame with an 8 MiB window decodes under an 8 MiB limit", 8 * mib, 8 * mib, false},
+		{"a 17-byte frame with an 8 MiB window decodes under the default limit", 8 * mib, compress.DefaultMaxDecodedSize, false},
+		{"a 17-byte frame with a 2 MiB window is too large under a 1 MiB limit", 2 * mib, mib, true},
+		{"a 17-byte frame with an 8 MiB window is too large under a 1 MiB limit", 8 * mib, mib, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCodecs(t, compress.WithMaxDecodedSize(tc.limit))
+			dec, err := c.Decode(batch.Codec_ZSTD, nil, streamed(tc.window))
+			if tc.tooMuch {
+				if !errors.Is(err, compress.ErrTooLarge) {
+					t.Fatalf("Decode = %q, %v; want ErrTooLarge for a window above the limit", dec, err)
+				}
+				return
+			}
+			if err != nil || string(dec) != text {
+				t.Fatalf("Decode = %q, %v; want %q", dec, err, text)
+			}
+		})
+	}
+}
+
+// TestZstdRoundTripsItsOwnOutputUpToTheLimit: whatever the limit, Decode
+// must accept what Encode of the same Codecs wrote for a payload within the
+// limit. Encode picks the frame's window: for 1024 bytes and less it writes a
+// frame that is not single-segment, with a window of 1 KiB (up to 1023
+// bytes) or 2 KiB (exactly 1024 bytes), and Decode refuses any window above
+// the limit. So every zstd payload fails under a limit below 1 KiB, and a
+// payload of 1024 bytes fails under any limit from 1 KiB to 2 KiB - 1.
+func TestZstdRoundTripsItsOwnOutputUpToTheLimit(t *testing.T) {
+	for _, limit := range []int{1, 100, 512, 1023, 1024, 1500, 2047, 2048, 4096, 64 * kib} {
+		sizes := []int{1, limit / 2, min(1024, limit), limit - 1, limit}
+		t.Run(fmt.Sprintf("payloads up to %d bytes round-trip under a limit of %d", limit, limit), func(t *testing.T) {
+			c := newCodecs(t, compress.WithMaxDecodedSize(limit))
+			for _, n := range sizes {
+				if n < 1 {
+					continue
+				}
+				src := repetitiveBytes(n)
+				enc, err := c.Encode(batch.Codec_ZSTD, nil, src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if dec, err := c.Decode(batch.Codec_ZSTD, nil, enc); err != nil || !bytes.Equal(dec, src) {
+					var h zstd.Header
+					h.Decode(enc)
+					t.Errorf("%d bytes (frame window %d, single segment %v): %v", n, h.WindowSize, h.SingleSegment, err)
+				}
+			}
+		})
+	}
+}
