@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 
 	"github.com/apache/thrift/lib/go/thrift"
 	"github.com/rs/zerolog"
@@ -36,7 +37,7 @@ const MethodName = "executeBatch"
 type Dispatcher struct {
 	pool           *pool.Pool
 	log            zerolog.Logger
-	maxConcurrency int
+	maxConcurrency atomic.Int64
 }
 
 type config struct {
@@ -70,7 +71,24 @@ func New(p *pool.Pool, opts ...Option) (*Dispatcher, error) {
 	if cfg.maxConcurrency < 0 {
 		return nil, fmt.Errorf("dispatcher: max concurrency must not be negative, got %d", cfg.maxConcurrency)
 	}
-	return &Dispatcher{pool: p, log: cfg.log, maxConcurrency: cfg.maxConcurrency}, nil
+	d := &Dispatcher{pool: p, log: cfg.log}
+	d.maxConcurrency.Store(int64(cfg.maxConcurrency))
+	return d, nil
+}
+
+// MaxConcurrency returns the current cap on the calls of one batch running at
+// once; 0 means no cap below the pool's size.
+func (d *Dispatcher) MaxConcurrency() int { return int(d.maxConcurrency.Load()) }
+
+// SetMaxConcurrency changes the cap on a running Dispatcher: batches that
+// start afterwards use it, batches in flight keep theirs. 0 means no cap
+// below the pool's size. It returns an error for a negative n.
+func (d *Dispatcher) SetMaxConcurrency(n int) error {
+	if n < 0 {
+		return fmt.Errorf("dispatcher: max concurrency must not be negative, got %d", n)
+	}
+	d.maxConcurrency.Store(int64(n))
+	return nil
 }
 
 // Batch is one batch to run.
@@ -127,7 +145,7 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 		}
 		r.fns[i] = b.Functions[req.Method]
 	}
-	limit := d.maxConcurrency
+	limit := int(d.maxConcurrency.Load())
 	if b.Sequential {
 		limit = 1
 	}

@@ -89,9 +89,10 @@ func ParsePolicy(s string) (Policy, error) {
 // Pool is a worker pool shared by every batch of a server. It is safe for
 // concurrent use.
 type Pool struct {
-	workers *ants.Pool
-	policy  Policy
-	rampUp  time.Duration
+	workers  *ants.Pool
+	preAlloc bool
+	policy   Policy
+	rampUp   time.Duration
 
 	gate     drain.Gate
 	counters counters
@@ -237,7 +238,7 @@ func New(opts ...Option) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	return &Pool{workers: workers, policy: cfg.policy, rampUp: cfg.rampUp}, nil
+	return &Pool{workers: workers, policy: cfg.policy, rampUp: cfg.rampUp, preAlloc: cfg.preAlloc}, nil
 }
 
 // discard keeps ants from printing on the standard logger: a helper never
@@ -259,9 +260,18 @@ func (p *Pool) Free() int { return p.workers.Cap() - p.Running() }
 
 // Tune changes the pool's size on a running pool without dropping work:
 // helpers already running finish, and new ones start while the pool has room
-// under the new size. It does nothing for a pre-allocated pool or a size
-// below 1.
-func (p *Pool) Tune(size int) { p.workers.Tune(size) }
+// under the new size. It returns an error for a size below 1 and for a
+// pre-allocated pool, whose size is fixed.
+func (p *Pool) Tune(size int) error {
+	switch {
+	case size < 1:
+		return fmt.Errorf("pool: size must be positive, got %d", size)
+	case p.preAlloc:
+		return errors.New("pool: a pre-allocated pool cannot be resized")
+	}
+	p.workers.Tune(size)
+	return nil
+}
 
 // Close stops new batches (Run returns ErrClosed), waits until the batches in
 // flight have returned or ctx is done, then releases the workers, waiting for

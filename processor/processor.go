@@ -43,6 +43,7 @@ type Processor struct {
 	cfg      *config
 	log      zerolog.Logger
 	gate     drain.Gate // batches in execute; closed by Close
+	refused  atomic.Uint64
 }
 
 var _ thrift.TProcessor = (*Processor)(nil)
@@ -96,6 +97,57 @@ func (p *Processor) Close(ctx context.Context) error {
 
 // Pool returns the pool the processor's calls run on.
 func (p *Processor) Pool() *pool.Pool { return p.pool }
+
+// Stats is a snapshot of a Processor's state and counters, for a metrics
+// scrape or a log line. docs/TUNING.md says which figures mean the pool is too
+// small or too big.
+type Stats struct {
+	// Pool is the state and counters of the pool the calls run on (shared
+	// with other processors when it came from WithPool).
+	Pool pool.Stats
+	// MaxConcurrency is the cap on the calls of one batch running at once.
+	MaxConcurrency int
+	// BatchesInFlight is the number of this processor's batches being
+	// decoded, run or encoded now.
+	BatchesInFlight int
+	// Refused is the number of batches answered with a BatchError since
+	// the start.
+	Refused uint64
+}
+
+// Stats returns a snapshot of the processor's state and counters. It costs
+// two mutexes and a dozen atomic loads: cheap enough for every scrape.
+func (p *Processor) Stats() Stats {
+	return Stats{
+		Pool:            p.pool.Stats(),
+		MaxConcurrency:  p.dispatch.MaxConcurrency(),
+		BatchesInFlight: p.gate.InFlight(),
+		Refused:         p.refused.Load(),
+	}
+}
+
+// SetPoolSize resizes the pool on a running server without dropping work:
+// calls in flight finish, and new ones start while the pool has room under
+// the new size. It returns an error for a size below 1 and for a
+// pre-allocated pool. Resizing a pool from WithPool resizes it for every
+// processor that shares it.
+func (p *Processor) SetPoolSize(n int) error {
+	if err := p.pool.Tune(n); err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	return nil
+}
+
+// SetMaxConcurrency changes the cap on the calls of one batch running at once
+// on a running server: batches that start afterwards use it, batches in
+// flight keep theirs. 0 means no cap below the pool's size. It returns an
+// error for a negative n.
+func (p *Processor) SetMaxConcurrency(n int) error {
+	if err := p.dispatch.SetMaxConcurrency(n); err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	return nil
+}
 
 // Process serves one message: executeBatch (alone, or as "Service:executeBatch"
 // under a multiplexed client) itself, anything else through the wrapped
@@ -214,6 +266,7 @@ func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batc
 
 // refuse logs a refused batch and returns its error.
 func (p *Processor) refuse(err error) error {
+	p.refused.Add(1)
 	var be *batch.BatchError
 	if errors.As(err, &be) {
 		p.log.Warn().Str("code", be.Code.String()).Str("reason", be.Message).Msg("thriftbatch: batch refused")
