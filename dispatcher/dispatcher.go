@@ -37,13 +37,28 @@ const MethodName = "executeBatch"
 type Dispatcher struct {
 	pool           *pool.Pool
 	log            zerolog.Logger
+	hook           Hook
 	maxConcurrency atomic.Int64
 }
 
 type config struct {
 	log            zerolog.Logger
+	hook           Hook
 	maxConcurrency int
 }
+
+// Hook sees each call of a batch before any call of the batch runs, in
+// request order, on the goroutine that runs the batch. An error rejects that
+// call: it answers CALL_NOT_ALLOWED with the error's text and does not run;
+// the other calls go on. Use it to count batched calls one by one against
+// per-call rate limits and quotas, or to refuse methods in batches. It must
+// be safe for concurrent use (batches of different connections call it at
+// once) and quick: a batch waits for it call by call.
+type Hook func(ctx context.Context, call Call) error
+
+// WithHook sets the hook that sees every call before it runs. The default is
+// none.
+func WithHook(h Hook) Option { return func(c *config) { c.hook = h } }
 
 // Option configures a Dispatcher.
 type Option func(*config)
@@ -71,7 +86,7 @@ func New(p *pool.Pool, opts ...Option) (*Dispatcher, error) {
 	if cfg.maxConcurrency < 0 {
 		return nil, fmt.Errorf("dispatcher: max concurrency must not be negative, got %d", cfg.maxConcurrency)
 	}
-	d := &Dispatcher{pool: p, log: cfg.log}
+	d := &Dispatcher{pool: p, log: cfg.log, hook: cfg.hook}
 	d.maxConcurrency.Store(int64(cfg.maxConcurrency))
 	return d, nil
 }
@@ -145,6 +160,19 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 		}
 		r.fns[i] = b.Functions[req.Method]
 	}
+	if d.hook != nil {
+		for i, req := range b.Requests {
+			if req == nil || r.fns[i] == nil {
+				continue // unknown methods answer UNKNOWN_METHOD, unhooked
+			}
+			if err := d.hook(ctx, Call{Index: i, Method: req.Method}); err != nil {
+				if r.rejected == nil {
+					r.rejected = make(map[int]string)
+				}
+				r.rejected[i] = err.Error()
+			}
+		}
+	}
 	limit := int(d.maxConcurrency.Load())
 	if b.Sequential {
 		limit = 1
@@ -211,11 +239,12 @@ func (c *callCtx) Value(key any) any {
 
 // run is the state of one Run.
 type run struct {
-	d    *Dispatcher
-	kind wire.Kind
-	reqs []*batch.Request
-	fns  []thrift.TProcessorFunction
-	ctxs []callCtx
+	d        *Dispatcher
+	kind     wire.Kind
+	reqs     []*batch.Request
+	fns      []thrift.TProcessorFunction
+	ctxs     []callCtx
+	rejected map[int]string // calls the hook refused, with its reason
 }
 
 // call runs call i and returns its Response.
@@ -223,6 +252,9 @@ func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
 	req, fn := r.reqs[i], r.fns[i]
 	if fn == nil {
 		return failed(thrift.UNKNOWN_METHOD, fmt.Sprintf("unknown method %q", method(req)))
+	}
+	if reason, ok := r.rejected[i]; ok {
+		return failed(batch.CALL_NOT_ALLOWED, fmt.Sprintf("%s not allowed: %s", req.Method, reason))
 	}
 	cctx := &r.ctxs[i]
 	*cctx = callCtx{Context: ctx, index: i, method: req.Method}

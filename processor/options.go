@@ -1,6 +1,8 @@
 package processor
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +23,7 @@ const (
 	DefaultMaxResponseBytes  = 16_000_000
 	DefaultCompressThreshold = 1024
 	DefaultMaxTimeout        = 60 * time.Second
+	DefaultDisconnectCheck   = 5 * time.Millisecond
 )
 
 type config struct {
@@ -38,6 +41,11 @@ type config struct {
 	maxResponseBytes     int
 	compressThreshold    int
 	maxTimeout           time.Duration
+	disconnectCheck      time.Duration
+
+	allow map[string]bool // nil: every method
+	deny  map[string]bool
+	hook  dispatcher.Hook
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -50,6 +58,7 @@ func newConfig(opts []Option) (*config, error) {
 		maxResponseBytes:     DefaultMaxResponseBytes,
 		compressThreshold:    DefaultCompressThreshold,
 		maxTimeout:           DefaultMaxTimeout,
+		disconnectCheck:      DefaultDisconnectCheck,
 	}
 	for _, o := range opts {
 		o(c)
@@ -71,6 +80,8 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, fmt.Errorf("processor: compress threshold must not be negative, got %d", c.compressThreshold)
 	case c.maxTimeout < 0:
 		return nil, fmt.Errorf("processor: max timeout must not be negative, got %v", c.maxTimeout)
+	case c.disconnectCheck < 0:
+		return nil, fmt.Errorf("processor: disconnect check interval must not be negative, got %v", c.disconnectCheck)
 	}
 	return c, nil
 }
@@ -161,3 +172,76 @@ func WithCompressThreshold(n int) Option { return func(c *config) { c.compressTh
 // DefaultMaxTimeout (60 s); 0 means no ceiling, and then a batch without
 // timeoutMillis has no deadline of its own.
 func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTimeout = d } }
+
+// WithDisconnectCheck sets how often a batch checks that its client is still
+// connected, so that its calls' context is canceled soon after the client
+// goes away: one goroutine and ticker per batch, never per call. The
+// processor watches only while thrift.ServerConnectivityCheckInterval is 0;
+// above 0, the code generated for executeBatch already watches at that
+// interval, once per batch (and the generated code of each call once per
+// call). The default is DefaultDisconnectCheck (5 ms); 0 turns the
+// processor's watcher off.
+func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
+
+// WithAllowMethods lets only the named methods into batches (names as the
+// wrapped processor knows them, "Catalog:getProduct" under a
+// TMultiplexedProcessor); any other call of a batch answers CALL_NOT_ALLOWED
+// and does not run. The methods stay callable one by one. The default is
+// every method. Giving it more than once adds names.
+func WithAllowMethods(names ...string) Option {
+	return func(c *config) {
+		if c.allow == nil {
+			c.allow = make(map[string]bool, len(names))
+		}
+		for _, n := range names {
+			c.allow[n] = true
+		}
+	}
+}
+
+// WithDenyMethods keeps the named methods out of batches: such a call answers
+// CALL_NOT_ALLOWED and does not run, while the method stays callable one by
+// one (for calls with side effects that must not be multiplied). The default
+// is none. Deny wins over allow.
+func WithDenyMethods(names ...string) Option {
+	return func(c *config) {
+		if c.deny == nil {
+			c.deny = make(map[string]bool, len(names))
+		}
+		for _, n := range names {
+			c.deny[n] = true
+		}
+	}
+}
+
+// WithCallHook sets a hook that sees every call of every batch before any
+// of them runs (its method, its index and the batch's context) and may
+// reject it: see dispatcher.Hook. Per-call rate limits and quotas belong
+// here, so that a batch of 100 calls counts as 100. The allow and deny lists
+// are checked first. The default is none.
+func WithCallHook(h dispatcher.Hook) Option { return func(c *config) { c.hook = h } }
+
+// callHook combines the allow and deny lists and the user's hook into the
+// dispatcher's hook, or returns nil when there is nothing to check.
+func (c *config) callHook() dispatcher.Hook {
+	if c.allow == nil && c.deny == nil && c.hook == nil {
+		return nil
+	}
+	allow, deny, user := c.allow, c.deny, c.hook
+	return func(ctx context.Context, call dispatcher.Call) error {
+		switch {
+		case deny[call.Method]:
+			return errDenied
+		case allow != nil && !allow[call.Method]:
+			return errNotAllowed
+		case user != nil:
+			return user(ctx, call)
+		}
+		return nil
+	}
+}
+
+var (
+	errDenied     = errors.New("the server does not allow this method in a batch")
+	errNotAllowed = errors.New("the method is not among those the server allows in a batch")
+)

@@ -70,7 +70,7 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 		}
 		p.ownPool = true
 	}
-	p.dispatch, err = dispatcher.New(p.pool, dispatcher.WithLogger(cfg.log), dispatcher.WithMaxConcurrency(cfg.maxConcurrency))
+	p.dispatch, err = dispatcher.New(p.pool, dispatcher.WithLogger(cfg.log), dispatcher.WithMaxConcurrency(cfg.maxConcurrency), dispatcher.WithHook(cfg.callHook()))
 	if err != nil {
 		p.Close(context.Background())
 		return nil, fmt.Errorf("processor: %w", err)
@@ -173,7 +173,43 @@ func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool
 		return true, nil
 	}
 	fn := *p.batchFn.Load()
+	if thrift.ServerConnectivityCheckInterval <= 0 && p.cfg.disconnectCheck > 0 {
+		var stop func()
+		ctx, stop = watch(ctx, in.Transport(), p.cfg.disconnectCheck)
+		defer stop()
+	}
 	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
+}
+
+// ErrClientGone is the cause of a batch context canceled because its client
+// disconnected (context.Cause tells it).
+var ErrClientGone = errors.New("thriftbatch: the client disconnected")
+
+// watch returns a context canceled with ErrClientGone once trans reports it
+// is no longer open, checked every interval by one goroutine, and a function
+// that stops the watch.
+func watch(ctx context.Context, trans thrift.TTransport, interval time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if !trans.IsOpen() {
+					cancel(ErrClientGone)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		cancel(nil)
+	}
 }
 
 // ProcessorMap returns the wrapped processor's functions and executeBatch's,
