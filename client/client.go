@@ -162,6 +162,7 @@ type Call[R thrift.TStruct] struct {
 	// Result is the result struct given to Add, filled in by Execute when
 	// the call succeeded or raised a declared exception.
 	Result R
+	method string
 	err    error
 }
 
@@ -175,8 +176,14 @@ func (c *Call[R]) Err() error { return c.err }
 type Batch struct {
 	c          *Client
 	requests   []*batch.Request
-	settle     []func(*batch.Response, error)
+	calls      []settler
+	args       []byte // the encoded arguments of all calls, end to end
 	sequential bool
+}
+
+// settler is a Call of any result type.
+type settler interface {
+	settle(c *Client, r *batch.Response, batchErr error)
 }
 
 // NewBatch returns an empty batch to send over c.
@@ -191,19 +198,28 @@ func (b *Batch) Len() int { return len(b.requests) }
 // Add adds a call of method with args (the generated args struct, e.g.
 // CatalogGetProductArgs) and returns a Call whose Result (the generated
 // result struct, e.g. CatalogGetProductResult) Execute fills in. A oneway
-// method takes a nil result. Encoding args costs what the generated client
-// spends to send them.
+// method takes a nil result. It encodes args at once, into a buffer the
+// batch's calls share, so args may be reused when Add returns.
 func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result R) *Call[R] {
-	call := &Call[R]{Result: result}
+	call := &Call[R]{Result: result, method: method}
 	req := &batch.Request{Method: method}
-	req.Arguments, call.err = wire.Encode(context.Background(), b.c.kind, nil, args)
+	start := len(b.args)
+	out, err := wire.Encode(context.Background(), b.c.kind, b.args, args)
+	if err != nil {
+		call.err = fmt.Errorf("thriftbatch: encode %s arguments: %w", method, err)
+	} else {
+		b.args = out
+		req.Arguments = out[start:len(out):len(out)]
+	}
 	b.requests = append(b.requests, req)
-	b.settle = append(b.settle, func(r *batch.Response, err error) {
-		if call.err == nil {
-			call.err = b.c.settle(method, r, err, call.Result)
-		}
-	})
+	b.calls = append(b.calls, call)
 	return call
+}
+
+func (call *Call[R]) settle(c *Client, r *batch.Response, batchErr error) {
+	if call.err == nil {
+		call.err = c.settle(call.method, r, batchErr, call.Result)
+	}
 }
 
 // Execute sends the calls as one executeBatch and settles each call. It
@@ -213,12 +229,12 @@ func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result 
 // timeoutMillis.
 func (b *Batch) Execute(ctx context.Context) error {
 	responses, err := b.c.execute(ctx, b.requests, b.sequential)
-	for i, settle := range b.settle {
+	for i, call := range b.calls {
 		var r *batch.Response
 		if err == nil {
 			r = responses[i]
 		}
-		settle(r, err)
+		call.settle(b.c, r, err)
 	}
 	return err
 }
