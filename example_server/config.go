@@ -39,12 +39,15 @@ type config struct {
 	latency   time.Duration
 
 	poolSize          int
+	poolPrealloc      bool
+	workerExpiry      time.Duration
 	maxConcurrency    int
 	overload          string
 	policy            pool.Policy
 	maxCalls          int
 	maxTimeout        time.Duration
 	compressThreshold int
+	statsInterval     time.Duration
 
 	logLevel string
 	level    zerolog.Level
@@ -63,6 +66,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		transport:         "framed",
 		products:          10_000,
 		poolSize:          pool.DefaultSize,
+		workerExpiry:      pool.DefaultExpiry,
 		maxConcurrency:    dispatcher.DefaultMaxConcurrency,
 		overload:          pool.CallerRuns.String(),
 		maxCalls:          processor.DefaultMaxCalls,
@@ -112,11 +116,14 @@ Flags:
 	fs.IntVar(&c.products, "products", c.products, "products in the catalog at start, ids 1 to `n`")
 	fs.DurationVar(&c.latency, "latency", c.latency, "simulated backend latency of every handler call, e.g. 1ms")
 	fs.IntVar(&c.poolSize, "pool-size", c.poolSize, "most batched calls running at once across all batches")
+	fs.BoolVar(&c.poolPrealloc, "pool-prealloc", c.poolPrealloc, "allocate the pool's worker queue for -pool-size up front; the pool cannot be resized then")
+	fs.DurationVar(&c.workerExpiry, "worker-expiry", c.workerExpiry, "how long an idle worker lives before its goroutine exits")
 	fs.IntVar(&c.maxConcurrency, "max-concurrency", c.maxConcurrency, "most calls of one batch running at once; 0: no cap below -pool-size")
 	fs.StringVar(&c.overload, "overload", c.overload, "when every worker is busy: "+oneOf(overloads))
 	fs.IntVar(&c.maxCalls, "max-calls", c.maxCalls, "most calls in one batch; 0: no limit")
 	fs.DurationVar(&c.maxTimeout, "max-timeout", c.maxTimeout, "ceiling of a batch's deadline; 0: none")
 	fs.IntVar(&c.compressThreshold, "compress-threshold", c.compressThreshold, "compress batch responses from this many `bytes`, when the client accepts a codec")
+	fs.DurationVar(&c.statsInterval, "stats-interval", c.statsInterval, "log the pool's and the batches' figures at info level every `interval`, e.g. 10s; 0: never")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "log level of the JSON lines on stderr: "+oneOf(logLevels))
 	fs.BoolVar(&c.demo, "demo", c.demo, "start the server in-process, run the demo client against it and print what it measured")
 	fs.IntVar(&c.demoCalls, "demo-calls", c.demoCalls, "`n` getProduct calls in each row of the demo's timings")
@@ -140,11 +147,13 @@ func (c *config) validate() error {
 		{"products", c.products, c.products >= 1, "want at least 1"},
 		{"latency", c.latency, c.latency >= 0, "want 0 or more"},
 		{"pool-size", c.poolSize, c.poolSize >= 1, "want at least 1"},
+		{"worker-expiry", c.workerExpiry, c.workerExpiry > 0, "want more than 0"},
 		{"max-concurrency", c.maxConcurrency, c.maxConcurrency >= 0, "want 0 (no cap) or more"},
 		{"overload", c.overload, policyErr == nil, "want " + oneOf(overloads)},
 		{"max-calls", c.maxCalls, c.maxCalls >= 0, "want 0 (no limit) or more"},
 		{"max-timeout", c.maxTimeout, c.maxTimeout >= 0, "want 0 (none) or more"},
 		{"compress-threshold", c.compressThreshold, c.compressThreshold >= 0, "want 0 or more"},
+		{"stats-interval", c.statsInterval, c.statsInterval >= 0, "want 0 (never) or more"},
 		{"log-level", c.logLevel, levelErr == nil, "want " + oneOf(logLevels)},
 		{"demo-calls", c.demoCalls, c.demoCalls >= 1, "want at least 1"},
 		{"demo-batch", c.demoBatch, c.demoBatch >= 1, "want at least 1"},

@@ -6,16 +6,23 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/apache/thrift/lib/go/thrift"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
+	"github.com/thriftbatch/thriftbatch/example_server/store"
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
+	"github.com/thriftbatch/thriftbatch/processor"
 )
 
 // TestMain fails the package when a test leaves a goroutine behind: a
@@ -31,12 +38,16 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.addr != "127.0.0.1:9090" || cfg.addrSet || cfg.protocol != "compact" || cfg.transport != "framed" ||
 		cfg.products != 10_000 || cfg.latency != 0 || cfg.policy != pool.CallerRuns || cfg.level != zerolog.InfoLevel ||
-		cfg.demo || cfg.demoCalls != 100 {
+		cfg.demo || cfg.demoCalls != 100 || cfg.statsInterval != 0 || cfg.poolPrealloc || cfg.workerExpiry != pool.DefaultExpiry {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if cfg, _ := parseConfig([]string{"-addr", "127.0.0.1:0", "-overload", "reject", "-log-level", "debug"}, io.Discard); cfg == nil ||
 		!cfg.addrSet || cfg.policy != pool.Reject || cfg.level != zerolog.DebugLevel {
 		t.Errorf("-addr, -overload and -log-level not applied: %+v", cfg)
+	}
+	if cfg, _ := parseConfig([]string{"-stats-interval", "1m30s", "-pool-prealloc", "-worker-expiry", "250ms"}, io.Discard); cfg == nil ||
+		cfg.statsInterval != 90*time.Second || !cfg.poolPrealloc || cfg.workerExpiry != 250*time.Millisecond {
+		t.Errorf("-stats-interval, -pool-prealloc and -worker-expiry not applied: %+v", cfg)
 	}
 }
 
@@ -58,6 +69,9 @@ func TestParseConfigRefusesInvalidValues(t *testing.T) {
 		{"a negative call limit", []string{"-max-calls", "-1"}, "max-calls", "0 (no limit) or more"},
 		{"a negative timeout ceiling", []string{"-max-timeout", "-1s"}, "max-timeout", "0 (none) or more"},
 		{"a negative compression threshold", []string{"-compress-threshold", "-1"}, "compress-threshold", "0 or more"},
+		{"a negative stats interval", []string{"-stats-interval", "-1s"}, "stats-interval", "0 (never) or more"},
+		{"a worker expiry of zero", []string{"-worker-expiry", "0"}, "worker-expiry", "more than 0"},
+		{"a negative worker expiry", []string{"-worker-expiry", "-1s"}, "worker-expiry", "more than 0"},
 		{"a demo of no calls", []string{"-demo", "-demo-calls", "0"}, "demo-calls", "at least 1"},
 		{"a demo batch of no calls", []string{"-demo", "-demo-batch", "0"}, "demo-batch", "at least 1"},
 		{"JSON inside THeader", []string{"-transport", "header", "-protocol", "json"}, "protocol", "binary or compact"},
@@ -89,6 +103,8 @@ func TestRunExitStatus(t *testing.T) {
 	}{
 		{"an invalid value exits with 2", []string{"-transport", "pigeon"}, exitUsage, `invalid value "pigeon" for flag -transport`},
 		{"a malformed number exits with 2", []string{"-products", "many"}, exitUsage, "-products"},
+		{"a malformed duration exits with 2", []string{"-stats-interval", "often"}, exitUsage, "-stats-interval"},
+		{"a negative stats interval exits with 2", []string{"-stats-interval", "-5s"}, exitUsage, `invalid value "-5s" for flag -stats-interval`},
 		{"an unknown flag exits with 2", []string{"-color"}, exitUsage, "-color"},
 		{"an argument that is not a flag exits with 2", []string{"serve"}, exitUsage, `unexpected argument "serve"`},
 		{"-h exits with 0", []string{"-h"}, exitOK, "Usage: example_server"},
@@ -192,6 +208,246 @@ func TestThousands(t *testing.T) {
 			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
 		}
 	}
+}
+
+func TestStatsFields(t *testing.T) {
+	full := processor.Stats{
+		Pool: pool.Stats{
+			Capacity: 64, Running: 5, Idle: 3, Free: 59, WaitingBatches: 2, BatchesInFlight: 4, CallsInFlight: 6,
+			Batches: 40, Calls: 1234, QueueWait: 10 * time.Millisecond, Rejected: 7, Inline: 8, Abandoned: 9,
+		},
+		MaxConcurrency: 16, BatchesInFlight: 5, Refused: 11,
+	}
+	tests := []struct {
+		name  string
+		stats processor.Stats
+		want  map[string]any
+	}{
+		{"every figure has its field, and the mean queue wait is QueueWait/Batches in ms", full, map[string]any{
+			"pool_capacity": 64.0, "running": 5.0, "idle": 3.0, "free": 59.0, "waiting_batches": 2.0,
+			"batches_in_flight": 5.0, "calls_in_flight": 6.0, "batches": 40.0, "calls": 1234.0,
+			"rejected": 7.0, "inline": 8.0, "abandoned": 9.0, "mean_queue_wait_ms": 0.25,
+			"max_concurrency": 16.0, "refused": 11.0,
+		}},
+		{"before any batch there is no mean queue wait", processor.Stats{Pool: pool.Stats{Capacity: 8, Free: 8}, MaxConcurrency: 256}, map[string]any{
+			"pool_capacity": 8.0, "running": 0.0, "idle": 0.0, "free": 8.0, "waiting_batches": 0.0,
+			"batches_in_flight": 0.0, "calls_in_flight": 0.0, "batches": 0.0, "calls": 0.0,
+			"rejected": 0.0, "inline": 0.0, "abandoned": 0.0, "max_concurrency": 256.0, "refused": 0.0,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := zerolog.New(&buf)
+			statsFields(log.Info(), tt.stats).Msg(statsMessage)
+			var got map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+				t.Fatalf("not one JSON line: %v\n%s", err, &buf)
+			}
+			tt.want["level"], tt.want["message"] = "info", statsMessage
+			if !maps.Equal(got, tt.want) {
+				t.Errorf("line:\n%v\nwant:\n%v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLogStatsLogsEveryIntervalUntilStopped(t *testing.T) {
+	var buf lockedBuffer
+	var asked atomic.Int64
+	stop := logStats(func() processor.Stats {
+		return processor.Stats{Pool: pool.Stats{Capacity: 3, Batches: uint64(asked.Add(1))}}
+	}, time.Millisecond, zerolog.New(&buf))
+	deadline := time.Now().Add(10 * time.Second)
+	for countLines(buf.String(), statsMessage) < 3 {
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("fewer than 3 stats lines 10 s after start:\n%s", buf.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	n := countLines(buf.String(), statsMessage)
+	time.Sleep(20 * time.Millisecond)
+	if m := countLines(buf.String(), statsMessage); m != n {
+		t.Errorf("%d stats lines after stop returned, %d before", m, n)
+	}
+	stop() // a second stop returns at once
+	if !strings.Contains(buf.String(), `"pool_capacity":3`) {
+		t.Errorf("the lines do not carry the stats:\n%s", buf.String())
+	}
+}
+
+func TestServeLogsStatsEveryIntervalAndStopsWithTheServer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr lockedBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"-addr", "127.0.0.1:0", "-products", "5", "-stats-interval", "5ms", "-pool-size", "7"}, io.Discard, &stderr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for countLines(stderr.String(), statsMessage) < 2 {
+		if time.Now().After(deadline) {
+			cancel()
+			<-exit
+			t.Fatalf("fewer than 2 stats lines within 10 s:\n%s", stderr.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-exit:
+		if code != exitOK {
+			t.Errorf("exit status %d; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server still running 10 s after cancel")
+	}
+	// The stats stop before the server does: no line after "stopped".
+	out := stderr.String()
+	_, after, _ := strings.Cut(out, `"message":"example_server: stopped"`)
+	if strings.Contains(after, statsMessage) || !strings.Contains(out, `"pool_capacity":7,`) {
+		t.Errorf("want stats lines with pool_capacity 7, none after the stop line:\n%s", out)
+	}
+}
+
+// TestTuningFlagsReachTheProcessor builds the processor from parsed flags,
+// as the server does, and checks that each tuning flag took effect.
+func TestTuningFlagsReachTheProcessor(t *testing.T) {
+	getProduct := func(t *testing.T, id int64) *batch.Request {
+		b, err := wire.Encode(context.Background(), wire.Binary, nil, &catalog.CatalogGetProductArgs{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &batch.Request{Method: "getProduct", Arguments: b}
+	}
+	getProducts := func(t *testing.T, n int) *batch.BatchRequest {
+		req := &batch.BatchRequest{AcceptCodecs: []batch.Codec{batch.Codec_ZSTD}}
+		for range n {
+			req.Requests = append(req.Requests, getProduct(t, 1))
+		}
+		return req
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		latency time.Duration // of every handler call
+		check   func(t *testing.T, p *processor.Processor)
+	}{
+		{"-pool-size, -max-concurrency and -pool-prealloc", []string{"-pool-size", "3", "-max-concurrency", "7", "-pool-prealloc"}, 0, func(t *testing.T, p *processor.Processor) {
+			if s := p.Stats(); s.Pool.Capacity != 3 || s.MaxConcurrency != 7 {
+				t.Errorf("Capacity = %d, MaxConcurrency = %d; want 3, 7", s.Pool.Capacity, s.MaxConcurrency)
+			}
+			if err := p.SetPoolSize(4); err == nil {
+				t.Error("SetPoolSize succeeded on a pool built with -pool-prealloc")
+			}
+		}},
+		{"without -pool-prealloc the pool can be resized", nil, 0, func(t *testing.T, p *processor.Processor) {
+			if err := p.SetPoolSize(4); err != nil || p.Stats().Pool.Capacity != 4 {
+				t.Errorf("SetPoolSize(4) = %v, Capacity %d", err, p.Stats().Pool.Capacity)
+			}
+		}},
+		{"-worker-expiry", []string{"-worker-expiry", "5ms"}, 0, func(t *testing.T, p *processor.Processor) {
+			if _, err := pool.Run(context.Background(), p.Pool(), 4, 0, func(i int) int { return i }); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for s := p.Stats().Pool; s.Idle != 0 || s.Running != 0; s = p.Stats().Pool {
+				if time.Now().After(deadline) {
+					t.Fatalf("idle workers still alive 10 s after a batch, with a 5 ms expiry: %+v", s)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}},
+		{"-overload reject", []string{"-overload", "reject", "-pool-size", "1"}, 0, func(t *testing.T, p *processor.Processor) {
+			started, release := make(chan struct{}), make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pool.Run(context.Background(), p.Pool(), 1, 0, func(int) int { close(started); <-release; return 0 })
+			}()
+			<-started
+			res, err := pool.Run(context.Background(), p.Pool(), 1, 0, func(i int) int { return i })
+			close(release)
+			<-done
+			if err != nil || res.Status(0) != pool.StatusOverloaded {
+				t.Errorf("a batch on the saturated pool: %v, %v; want StatusOverloaded", err, res.Status(0))
+			}
+		}},
+		{"-max-calls", []string{"-max-calls", "2"}, 0, func(t *testing.T, p *processor.Processor) {
+			res := executeInMemory(t, p, getProducts(t, 3))
+			if res.Error == nil || res.Error.Code != batch.BatchErrorCode_TOO_MANY_CALLS {
+				t.Errorf("a batch of 3 calls: %+v, want TOO_MANY_CALLS", res)
+			}
+		}},
+		{"-max-timeout", []string{"-max-timeout", "20ms"}, time.Minute, func(t *testing.T, p *processor.Processor) {
+			res := executeInMemory(t, p, &batch.BatchRequest{Requests: []*batch.Request{getProduct(t, 1)}})
+			if res.Success == nil || res.Success.Responses[0].Error == nil || res.Success.Responses[0].Error.Type != batch.CALL_DEADLINE_EXCEEDED {
+				t.Errorf("a call slower than -max-timeout: %+v, want CALL_DEADLINE_EXCEEDED", res)
+			}
+		}},
+		{"-compress-threshold above the answer's size", []string{"-compress-threshold", "100000000"}, 0, func(t *testing.T, p *processor.Processor) {
+			if res := executeInMemory(t, p, getProducts(t, 100)); res.Success == nil || res.Success.GetCodec() != batch.Codec_NONE {
+				t.Errorf("answer compressed under the threshold: %+v", res)
+			}
+		}},
+		{"-compress-threshold 0", []string{"-compress-threshold", "0"}, 0, func(t *testing.T, p *processor.Processor) {
+			if res := executeInMemory(t, p, getProducts(t, 100)); res.Success == nil || res.Success.GetCodec() != batch.Codec_ZSTD {
+				t.Errorf("answer not compressed with a threshold of 0: %+v", res)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := processor.New(catalog.NewCatalogProcessor(store.New(5, tt.latency)), processorOptions(cfg, zerolog.Nop())...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(context.Background())
+			tt.check(t, p)
+		})
+	}
+}
+
+// executeInMemory passes one executeBatch through p as a server would, with
+// the binary protocol, and returns the decoded result.
+func executeInMemory(t *testing.T, p thrift.TProcessor, req *batch.BatchRequest) *batch.BatchServiceExecuteBatchResult {
+	t.Helper()
+	ctx := context.Background()
+	in, out := thrift.NewTMemoryBuffer(), thrift.NewTMemoryBuffer()
+	w := thrift.NewTBinaryProtocolConf(in, nil)
+	w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 1)
+	(&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(ctx, w)
+	w.WriteMessageEnd(ctx)
+	if ok, err := p.Process(ctx, thrift.NewTBinaryProtocolConf(in, nil), thrift.NewTBinaryProtocolConf(out, nil)); !ok {
+		t.Fatalf("Process = %v, %v", ok, err)
+	}
+	r := thrift.NewTBinaryProtocolConf(out, nil)
+	if _, typ, _, err := r.ReadMessageBegin(ctx); err != nil || typ != thrift.REPLY {
+		t.Fatalf("answer header: type %v, %v; want a REPLY", typ, err)
+	}
+	var res batch.BatchServiceExecuteBatchResult
+	if err := res.Read(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	return &res
+}
+
+// countLines counts the JSON log lines in s whose message is msg.
+func countLines(s, msg string) int {
+	n := 0
+	for line := range strings.Lines(s) {
+		var fields map[string]any
+		if json.Unmarshal([]byte(line), &fields) == nil && fields["message"] == msg {
+			n++
+		}
+	}
+	return n
 }
 
 // waitForLogField waits for a JSON log line on buf with the field name and

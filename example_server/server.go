@@ -117,6 +117,9 @@ type server struct {
 	halt func(ctx context.Context) error
 	done chan struct{} // closed when the serving goroutine has returned
 	err  error         // what it returned; read after done
+	// stopStats stops the periodic stats line (-stats-interval); nil when
+	// there is none.
+	stopStats func()
 }
 
 // startServer listens on addr and serves h there behind a Processor with
@@ -139,6 +142,9 @@ func startServer(cfg *config, addr string, h catalog.Catalog, log zerolog.Logger
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("start the server: %w", err), proc.Close(context.Background()))
 	}
+	if cfg.statsInterval > 0 {
+		s.stopStats = logStats(proc.Stats, cfg.statsInterval, log)
+	}
 	return s, nil
 }
 
@@ -147,6 +153,8 @@ func processorOptions(cfg *config, log zerolog.Logger) []processor.Option {
 	return []processor.Option{
 		processor.WithLogger(log),
 		processor.WithPoolSize(cfg.poolSize),
+		processor.WithPoolPreAlloc(cfg.poolPrealloc),
+		processor.WithWorkerExpiry(cfg.workerExpiry),
 		processor.WithMaxConcurrency(cfg.maxConcurrency),
 		processor.WithOverloadPolicy(cfg.policy),
 		processor.WithMaxCalls(cfg.maxCalls),
@@ -207,8 +215,11 @@ func (s *server) run(loop func() error) {
 
 // stop stops taking connections, ends those open (waiting up to
 // drainTimeout for them to finish), then closes the processor, waiting up
-// to drainTimeout for the batches in flight.
+// to drainTimeout for the batches in flight. The stats line stops first.
 func (s *server) stop() error {
+	if s.stopStats != nil {
+		s.stopStats()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	haltErr := s.halt(ctx)

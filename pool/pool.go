@@ -140,8 +140,10 @@ type Stats struct {
 	// has finished with a batch.
 	Calls uint64
 	// QueueWait is the time batches spent, summed, between entering Run and
-	// their first call starting. QueueWait/Batches is the mean wait; a mean
-	// well above the ramp-up interval says the pool is too small.
+	// their first call starting. QueueWait/Batches is the mean wait (a
+	// little low when some batches were empty or rejected, which add no
+	// wait); a mean well above the ramp-up interval says the pool is too
+	// small.
 	QueueWait time.Duration
 	// Rejected is the number of calls answered StatusOverloaded (policy
 	// Reject).
@@ -435,7 +437,11 @@ func (r *run[T]) coordinate(ctx context.Context, p *Pool, limit int) {
 }
 
 func (r *run[T]) spawn(p *Pool) bool {
+	if !p.reserve() {
+		return false
+	}
 	if p.workers.Submit(r.work) != nil {
+		p.counters.busy.Add(-1)
 		return false
 	}
 	r.helpers++
@@ -466,7 +472,6 @@ func (r *run[T]) waitSpawn(ctx context.Context, p *Pool) bool {
 
 // loop is a helper: it claims and runs calls until none is left.
 func (r *run[T]) loop() {
-	r.c.busy.Add(1)
 	r.begin()
 	settled, ran := r.drain(nil)
 	r.c.busy.Add(-1)
@@ -612,6 +617,21 @@ func (r *run[T]) abandon() {
 			}
 			// statusWriting, or a race with a helper: look again.
 			runtime.Gosched()
+		}
+	}
+}
+
+// reserve counts one more busy worker unless the pool is at its size. ants
+// hands work to a parked worker even when Tune has shrunk the pool below
+// the workers alive, so the size is enforced here.
+func (p *Pool) reserve() bool {
+	for {
+		n := p.counters.busy.Load()
+		if n >= int64(p.workers.Cap()) {
+			return false
+		}
+		if p.counters.busy.CompareAndSwap(n, n+1) {
+			return true
 		}
 	}
 }

@@ -302,9 +302,9 @@ func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batc
 
 // refuse logs a refused batch and returns its error.
 func (p *Processor) refuse(err error) error {
-	p.refused.Add(1)
 	var be *batch.BatchError
 	if errors.As(err, &be) {
+		p.refused.Add(1)
 		p.log.Warn().Str("code", be.Code.String()).Str("reason", be.Message).Msg("thriftbatch: batch refused")
 		return be
 	}

@@ -34,12 +34,17 @@ func (g *Gate) Exit() {
 	g.mu.Lock()
 	g.inflight--
 	var run []func()
+	var drained chan struct{}
 	if g.closed && g.inflight == 0 {
-		run = g.drain()
+		run, drained = g.onDrain, g.drained
+		g.onDrain = nil
 	}
 	g.mu.Unlock()
 	for _, f := range run {
 		f()
+	}
+	if drained != nil {
+		close(drained)
 	}
 }
 
@@ -58,18 +63,28 @@ func (g *Gate) InFlight() int {
 func (g *Gate) Close(ctx context.Context, onDrain ...func()) error {
 	g.mu.Lock()
 	var run []func()
-	if !g.closed {
+	first := !g.closed
+	if first {
 		g.closed = true
 		g.drained = make(chan struct{})
 		g.onDrain = onDrain
 		if g.inflight == 0 {
-			run = g.drain()
+			run = g.onDrain
+			g.onDrain = nil
 		}
 	}
-	drained := g.drained
+	drained, now := g.drained, first && g.inflight == 0
 	g.mu.Unlock()
 	for _, f := range run {
 		f()
+	}
+	if now {
+		close(drained)
+	}
+	select {
+	case <-drained: // drained already: nothing for ctx to cut short
+		return nil
+	default:
 	}
 	select {
 	case <-drained:
@@ -77,13 +92,4 @@ func (g *Gate) Close(ctx context.Context, onDrain ...func()) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// drain closes the drained channel and hands back the callbacks; g.mu is
-// held.
-func (g *Gate) drain() []func() {
-	close(g.drained)
-	run := g.onDrain
-	g.onDrain = nil
-	return run
 }
