@@ -173,11 +173,6 @@ func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool
 		return true, nil
 	}
 	fn := *p.batchFn.Load()
-	if thrift.ServerConnectivityCheckInterval <= 0 && p.cfg.disconnectCheck > 0 {
-		var stop func()
-		ctx, stop = watch(ctx, in.Transport(), p.cfg.disconnectCheck)
-		defer stop()
-	}
 	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
 }
 
@@ -267,6 +262,13 @@ func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batc
 	requests, bytesIn, err := p.requests(ctx, kind, req)
 	if err != nil {
 		return nil, p.refuse(err)
+	}
+	// The request has been read: from here on the connection is quiet
+	// until the response, and a watcher may poll it.
+	if thrift.ServerConnectivityCheckInterval <= 0 && p.cfg.disconnectCheck > 0 {
+		var stop func()
+		ctx, stop = watch(ctx, proto.Transport(), p.cfg.disconnectCheck)
+		defer stop()
 	}
 	if d := p.timeout(req); d > 0 {
 		var cancel context.CancelFunc
