@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,7 +71,8 @@ func WithMaxBatch(n int) AutoOption { return func(c *autoConfig) { c.maxBatch = 
 
 // WithMaxWait sets how long a batch waits for more calls after its first.
 // The default is DefaultMaxWait (50 µs); 0 sends what has gathered as soon
-// as a connection is free.
+// as a connection is free. A wait under a millisecond is spent yielding the
+// processor, so it costs up to that much of one goroutine's time per batch.
 func WithMaxWait(d time.Duration) AutoOption { return func(c *autoConfig) { c.maxWait = d } }
 
 // WithMaxInFlight sets the most batches in flight at once, which is also the
@@ -208,21 +210,7 @@ func (a *Auto) collect() {
 			a.drain()
 			return
 		}
-		if a.maxWait > 0 {
-			timer.Reset(a.maxWait)
-		fill:
-			for len(calls) < a.maxBatch {
-				select {
-				case p := <-a.queue:
-					calls = append(calls, p)
-				case <-timer.C:
-					break fill
-				case <-a.stop:
-					break fill
-				}
-			}
-			timer.Stop()
-		}
+		calls = a.gather(calls, timer)
 		c, err := a.acquire()
 		if err == nil {
 			// Calls that came while waiting for a connection ride along.
@@ -235,6 +223,39 @@ func (a *Auto) collect() {
 			p.deliver(err)
 		}
 	}
+}
+
+// gather adds the calls that come within MaxWait of the first, up to
+// MaxBatch. A wait under a millisecond yields the processor in a loop: a Go
+// timer that short fires about a millisecond late when the process is
+// otherwise idle, which would make every lone call a millisecond slower.
+// Longer waits sleep on timer.
+func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
+	if a.maxWait <= 0 {
+		return calls
+	}
+	if a.maxWait < time.Millisecond {
+		start := time.Now()
+		for len(calls) < a.maxBatch && time.Since(start) < a.maxWait {
+			if calls = a.takeQueued(calls); len(calls) < a.maxBatch {
+				runtime.Gosched()
+			}
+		}
+		return calls
+	}
+	timer.Reset(a.maxWait)
+	defer timer.Stop()
+	for len(calls) < a.maxBatch {
+		select {
+		case p := <-a.queue:
+			calls = append(calls, p)
+		case <-timer.C:
+			return calls
+		case <-a.stop:
+			return calls
+		}
+	}
+	return calls
 }
 
 func (a *Auto) takeQueued(calls []*pending) []*pending {
