@@ -165,11 +165,11 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 			if req == nil || r.fns[i] == nil {
 				continue // unknown methods answer UNKNOWN_METHOD, unhooked
 			}
-			if err := d.hook(ctx, Call{Index: i, Method: req.Method}); err != nil {
+			if reason, ok := d.runHook(ctx, i, req.Method); !ok {
 				if r.rejected == nil {
 					r.rejected = make(map[int]string)
 				}
-				r.rejected[i] = err.Error()
+				r.rejected[i] = reason
 			}
 		}
 	}
@@ -199,6 +199,25 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 		out[i] = v
 	}
 	return out, nil
+}
+
+// runHook asks the hook about call i and reports the reason it gave, and
+// false, when it rejected the call. A panicking hook rejects the call: like a
+// handler's panic, it must not take the server down, and its value and stack
+// go to the log only.
+func (d *Dispatcher) runHook(ctx context.Context, i int, method string) (reason string, ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			d.log.Error().Str("method", method).Int("index", i).
+				Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
+				Msg("thriftbatch: call hook panicked")
+			reason, ok = "the server's call hook failed", false
+		}
+	}()
+	if err := d.hook(ctx, Call{Index: i, Method: method}); err != nil {
+		return err.Error(), false
+	}
+	return "", true
 }
 
 // Call describes the call of a batch a handler is serving.
