@@ -40,9 +40,9 @@ const (
 	// maxHeapGrowth bounds the peak of HeapInuse above its level before a
 	// case: 8 times the default decompression limit of 64 MiB, half of
 	// what the bombs expand to. Decoding up to the limit legitimately holds
-	// it about three times over (a buffer doubling past the limit while the
-	// last one is copied: 192 MiB), and the race detector's builds allocate
-	// the temporaries of append(b, make(...)...) as well.
+	// it up to about twice (the last buffer while it is copied into one
+	// that stops at the limit: 96 to 113 MiB measured), and the race
+	// detector's builds allocate more temporaries.
 	maxHeapGrowth = 512 * mib
 	// maxAllocated bounds the bytes allocated while a case runs, garbage
 	// included: 16 times the default decompression limit. Above it, a

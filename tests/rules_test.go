@@ -411,3 +411,37 @@ func panickingMiddleware(name string, next thrift.TProcessorFunction) thrift.TPr
 		panic("middleware failed with token=hunter2")
 	}}
 }
+
+// TestAPanickingCallHookRejectsItsCall checks that a hook's panic rejects the
+// call it was asked about, logs the panic, and leaves the other calls and the
+// server running.
+func TestAPanickingCallHookRejectsItsCall(t *testing.T) {
+	logs := &syncBuffer{}
+	hook := func(_ context.Context, call dispatcher.Call) error {
+		if call.Index == 1 {
+			panic("hook bug: secret detail")
+		}
+		return nil
+	}
+	addr, _ := serve(t, testsvc.NewTestProcessor(&handler{}), compactFramed, processor.WithCallHook(hook), processor.WithLogger(zerolog.New(logs)))
+	c := dial(t, addr, compactFramed)
+	for range 2 {
+		out := c.run(t,
+			c.req(t, "echo", &testsvc.TestEchoArgs{Text: "a"}),
+			c.req(t, "echo", &testsvc.TestEchoArgs{Text: "b"}),
+			c.req(t, "echo", &testsvc.TestEchoArgs{Text: "c"}))
+		if e := out[1].Error; e == nil || e.Type != batch.CALL_NOT_ALLOWED || strings.Contains(e.Message, "secret") {
+			t.Fatalf("the call whose hook panicked answered %v", out[1])
+		}
+		for _, i := range []int{0, 2} {
+			var echo testsvc.TestEchoResult
+			c.decode(t, out[i], &echo)
+			if want := string(rune('a' + i)); echo.GetSuccess() != want {
+				t.Errorf("call %d = %q, want %q", i, echo.GetSuccess(), want)
+			}
+		}
+	}
+	if lines := logs.find(t, "thriftbatch: call hook panicked"); len(lines) != 2 || !strings.Contains(fmt.Sprint(lines[0]["panic"]), "secret detail") {
+		t.Errorf("hook panic log lines: %v", lines)
+	}
+}
