@@ -12,6 +12,7 @@
 //	go run ./bench -json      # the figures as one JSON object
 //	go run ./bench -chart docs/calls-per-second.svg
 //	go run ./bench -quick -run 'fanout|sweep' -cpuprofile cpu.out
+//	go run ./bench -sweep -sweep-chart docs/tuning-sweep.svg  # docs/TUNING.md
 //
 // The scenarios that involve a server run twice: with
 // thrift.ServerConnectivityCheckInterval off (0; keys suffixed _check0) and
@@ -38,6 +39,9 @@ type options struct {
 	chart   string         // where to write the chart; "" for nowhere
 	only    *regexp.Regexp // the scenarios to run, by name ("sweep" for the chart's); nil for all
 	profile string         // where to write a CPU profile; "" for nowhere
+
+	sweep      bool   // the tuning sweep (tuning.go) instead of the scenarios
+	sweepChart string // where to write the tuning sweep's chart; "" for nowhere
 }
 
 func main() {
@@ -71,6 +75,8 @@ func parseFlags() (options, error) {
 	flag.StringVar(&o.chart, "chart", "", "write the chart of calls/s by batch size to this `file` (.svg, .png or .pdf)")
 	only := flag.String("run", "", "run only the scenarios whose name matches this `regexp`: sequential, bulk, parallel, auto,\nfanout, throughput, percall, allocs, codecs, link, sweep (the chart's)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the run to this `file`")
+	flag.BoolVar(&o.sweep, "sweep", false, "run the tuning sweep of pool sizes, per-batch caps and overload policies instead (docs/TUNING.md)")
+	flag.StringVar(&o.sweepChart, "sweep-chart", "", "with -sweep, write the chart of calls/s by pool size to this `file`")
 	flag.Parse()
 	o.plan = fullPlan()
 	if *quick {
@@ -108,6 +114,9 @@ func (o *options) selected(name string) bool { return o.only == nil || o.only.Ma
 // run measures the plan and writes the table (or the JSON) to out, and the
 // chart unless o.chart is empty.
 func run(ctx context.Context, o options, out io.Writer) error {
+	if o.sweep {
+		return runTuning(ctx, o, out)
+	}
 	if o.chart != "" && !o.selected("sweep") {
 		return errors.New("-chart needs the sweep: add it to -run")
 	}

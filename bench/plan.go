@@ -30,6 +30,21 @@ type plan struct {
 	linkRounds   int   // rounds over the slow link
 	sweepRounds  int   // rounds of each batch size of the sweep
 	sweepSizes   []int // batch sizes of the calls/s sweep (the chart)
+
+	tune tunePlan // the tuning sweep of -sweep
+}
+
+// tunePlan is the size of the tuning sweep (-sweep): every profile at every
+// pool size and per-batch cap, then each overload policy at one pool size.
+type tunePlan struct {
+	clients               int           // client goroutines, a connection each
+	batch                 int           // getProduct calls per batch
+	warmup                time.Duration // an unmeasured window before each cell's
+	window                time.Duration // each cell's measured window
+	pools                 []int         // pool sizes (WithPoolSize)
+	caps                  []int         // per-batch caps (WithMaxConcurrency)
+	policies              []string      // overload policies beside caller-runs, at policyPool and policyCap
+	policyPool, policyCap int
 }
 
 // Sizes named in the figures' keys.
@@ -51,6 +66,11 @@ func quickPlan() plan {
 		rounds: 61, bigRounds: 9, fanoutRounds: 31, allocRounds: 50,
 		codecRounds: 41, linkRounds: 7, sweepRounds: 9,
 		sweepSizes: []int{1, 10, 100, 1000},
+		tune: tunePlan{
+			clients: 8, batch: 100, warmup: 100 * time.Millisecond, window: 300 * time.Millisecond,
+			pools: []int{2, 8, 64, 256, 1024}, caps: []int{1, 8, 64, 256},
+			policies: []string{"wait", "reject"}, policyPool: 8, policyCap: 64,
+		},
 	}
 }
 
@@ -62,6 +82,7 @@ func fullPlan() plan {
 	p.window, p.windows = time.Second, 10
 	p.rounds, p.bigRounds, p.fanoutRounds, p.allocRounds = 201, 25, 61, 200
 	p.codecRounds, p.linkRounds, p.sweepRounds = 101, 15, 21
+	p.tune.warmup, p.tune.window = 200*time.Millisecond, time.Second
 	return p
 }
 
@@ -76,5 +97,9 @@ func testPlan() plan {
 		rounds: 3, bigRounds: 1, fanoutRounds: 1, allocRounds: 2,
 		codecRounds: 1, linkRounds: 1, sweepRounds: 1,
 		sweepSizes: []int{1, 4},
+		tune: tunePlan{
+			clients: 2, batch: 20, warmup: 5 * time.Millisecond, window: 20 * time.Millisecond,
+			pools: []int{4}, caps: []int{8}, policies: []string{"reject"}, policyPool: 4, policyCap: 8,
+		},
 	}
 }
