@@ -385,7 +385,14 @@ func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*
 	if !r.spawn(p) {
 		switch p.policy {
 		case CallerRuns:
-			r.loopUntil(ctx)
+			r.loopUntil(ctx, p, limit)
+			if r.helpers > 0 { // recruited while the caller ran calls
+				select {
+				case <-r.done:
+				case <-ctx.Done():
+					r.abandon()
+				}
+			}
 			return res, nil
 		case Reject:
 			r.settle(StatusOverloaded)
@@ -408,8 +415,14 @@ func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*
 // helpers double.
 func (r *run[T]) coordinate(ctx context.Context, p *Pool, limit int) {
 	ctxDone := ctx.Done()
-ramp:
-	for r.helpers < limit && r.pause(p.rampUp, ctxDone) {
+	full := false
+	for r.helpers < limit {
+		// While the pool is full, look again every millisecond (a timer
+		// is precise enough at that scale) instead of yielding: workers
+		// free up as other batches' calls return.
+		if full && !r.sleep(time.Millisecond, ctxDone) || !full && !r.pause(p.rampUp, ctxDone) {
+			break
+		}
 		claimed := r.next.Load()
 		unclaimed := int(r.n - claimed)
 		if unclaimed <= 0 {
@@ -419,9 +432,11 @@ ramp:
 		if claimed <= int64(r.helpers) {
 			want = min(limit-r.helpers, unclaimed)
 		}
+		full = false
 		for range want {
 			if !r.spawn(p) {
-				break ramp // the pool is full: the helpers there are will finish the batch
+				full = true
+				break
 			}
 		}
 	}
@@ -429,6 +444,21 @@ ramp:
 	case <-r.done:
 	case <-ctxDone:
 		r.abandon()
+	}
+}
+
+// sleep waits d on a timer, and reports false early when the batch is done
+// or ctx is done.
+func (r *run[T]) sleep(d time.Duration, ctxDone <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.done:
+		return false
+	case <-ctxDone:
+		return false
 	}
 }
 
@@ -489,7 +519,7 @@ func (r *run[T]) waitSpawn(ctx context.Context, p *Pool) bool {
 // loop is a helper: it claims and runs calls until none is left.
 func (r *run[T]) loop() {
 	r.begin()
-	settled, ran := r.drain(nil)
+	settled, ran := r.drain(nil, nil)
 	r.c.busy.Add(-1)
 	r.c.calls.Add(ran)
 	r.settled(settled)
@@ -503,11 +533,18 @@ func (r *run[T]) begin() {
 }
 
 // loopUntil runs the calls on the caller's goroutine, checking ctx between
-// calls.
-func (r *run[T]) loopUntil(ctx context.Context) {
+// calls, and hands calls to helpers as workers free up: a batch that started
+// while the pool was full does not stay serial once it is not.
+func (r *run[T]) loopUntil(ctx context.Context, p *Pool, limit int) {
 	r.c.inlineActive.Add(1)
 	r.begin()
-	settled, ran := r.drain(ctx.Done())
+	recruit := func() {
+		// The caller counts as one of the batch's limit.
+		if r.helpers < limit-1 && r.next.Load() < r.n {
+			r.spawn(p)
+		}
+	}
+	settled, ran := r.drain(ctx.Done(), recruit)
 	r.c.inlineActive.Add(-1)
 	r.c.calls.Add(ran)
 	r.c.inline.Add(ran)
@@ -522,16 +559,20 @@ const (
 )
 
 // drain claims chunks of indices and settles them until none is left; once
-// done (when not nil) is closed, the rest are settled as StatusCanceled. It
-// returns how many indices it settled and how many calls it ran.
+// done (when not nil) is closed, the rest are settled as StatusCanceled.
+// recruit, when not nil, runs before each chunk. It returns how many indices
+// it settled and how many calls it ran.
 //
 // A chunk starts at one index and at most doubles while calls are quick, so
 // trivial calls cost one shared increment per chunk and neighbouring slots
 // are written by one goroutine (no cache line bouncing between cores), while
 // slow calls are claimed one at a time and spread over all the helpers.
-func (r *run[T]) drain(done <-chan struct{}) (settled, ran uint64) {
+func (r *run[T]) drain(done <-chan struct{}, recruit func()) (settled, ran uint64) {
 	chunk := int64(1)
 	for {
+		if recruit != nil {
+			recruit()
+		}
 		lo := r.next.Add(chunk) - chunk
 		if lo >= r.n {
 			return settled, ran
@@ -604,7 +645,7 @@ func (r *run[T]) settled(n uint64) {
 // settle gives every unclaimed index the status s, on the caller's goroutine.
 func (r *run[T]) settle(s Status) {
 	r.stop.Store(uint32(s))
-	settled, _ := r.drain(nil)
+	settled, _ := r.drain(nil, nil)
 	if s == StatusOverloaded {
 		r.c.rejected.Add(settled)
 	}
