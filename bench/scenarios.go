@@ -172,44 +172,31 @@ func (e *env) batchClients(ctx context.Context, srv *server, n int) ([]*client.C
 // batchVsSequential: the calls one by one on one connection ÷ the same
 // calls in one batch on another.
 func batchVsSequential(ctx context.Context, e *env) ([]figure, error) {
-	sh, err := e.shop(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	c, err := e.batchClient(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	ids := ids(e.plan.calls, 1)
-	t, err := interleave(ctx, e.plan.rounds, sequential(sh, ids), explicitBatch(c, ids))
-	if err != nil {
-		return nil, err
-	}
-	return []figure{ratio("batch_vs_sequential_100", t[0], t[1])}, nil
+	return e.versusBatch(ctx, "batch_vs_sequential_100", 1, func(shops []*shop, ids []int64, batch way) (way, way) {
+		return sequential(shops[0], ids), batch
+	})
 }
 
 // batchVsBulk: one batch ÷ the hand-written bulk method for the same ids.
 func batchVsBulk(ctx context.Context, e *env) ([]figure, error) {
-	sh, err := e.shop(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	c, err := e.batchClient(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	ids := ids(e.plan.calls, 1)
-	t, err := interleave(ctx, e.plan.rounds, explicitBatch(c, ids), bulk(sh, ids))
-	if err != nil {
-		return nil, err
-	}
-	return []figure{ratio("batch_vs_bulk_100", t[0], t[1])}, nil
+	return e.versusBatch(ctx, "batch_vs_bulk_100", 1, func(shops []*shop, ids []int64, batch way) (way, way) {
+		return batch, bulk(shops[0], ids)
+	})
 }
 
 // batchVsParallelConns: one call per goroutine, each on a connection of its
 // own opened beforehand ÷ one batch of the same calls.
 func batchVsParallelConns(ctx context.Context, e *env) ([]figure, error) {
-	shops, err := e.shops(ctx, e.srv, e.plan.calls)
+	return e.versusBatch(ctx, "batch_vs_parallel_conns_100", e.plan.calls, func(shops []*shop, ids []int64, batch way) (way, way) {
+		return parallelConns(shops, ids), batch
+	})
+}
+
+// versusBatch compares one explicit batch of the plan's calls with another
+// way of making them, over conns plain connections: pair returns the
+// numerator and the denominator of the figure named key.
+func (e *env) versusBatch(ctx context.Context, key string, conns int, pair func(shops []*shop, ids []int64, batch way) (way, way)) ([]figure, error) {
+	shops, err := e.shops(ctx, e.srv, conns)
 	if err != nil {
 		return nil, err
 	}
@@ -218,11 +205,12 @@ func batchVsParallelConns(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	ids := ids(e.plan.calls, 1)
-	t, err := interleave(ctx, e.plan.rounds, parallelConns(shops, ids), explicitBatch(c, ids))
+	a, b := pair(shops, ids, explicitBatch(c, ids))
+	t, err := interleave(ctx, e.plan.rounds, a, b)
 	if err != nil {
 		return nil, err
 	}
-	return []figure{ratio("batch_vs_parallel_conns_100", t[0], t[1])}, nil
+	return []figure{ratio(key, t[0], t[1])}, nil
 }
 
 // autobatchVsSequential: the calls one by one ÷ the same calls made
