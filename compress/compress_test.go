@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/rand/v2"
 	"runtime"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/bombs"
 )
 
 const (
@@ -179,140 +179,6 @@ func TestDecodeAtTheLimit(t *testing.T) {
 
 // Bombs: small payloads that expand far beyond the limit.
 
-// zstdFrame builds a zstd frame by hand: content of n zero bytes as RLE
-// blocks of up to 128 KiB. declare writes the content size in the header;
-// single makes it a single-segment frame (the window is then the content
-// size); otherwise the window is 128 KiB.
-func zstdFrame(n int, declare, single bool) []byte {
-	var fhd byte
-	if declare {
-		fhd |= 3 << 6 // 8-byte Frame_Content_Size
-	}
-	if single {
-		fhd |= 1 << 5
-	}
-	out := binary.LittleEndian.AppendUint32(nil, 0xFD2FB528)
-	out = append(out, fhd)
-	if !single {
-		out = append(out, 7<<3) // Window_Descriptor: 2^(10+7) = 128 KiB
-	}
-	if declare {
-		out = binary.LittleEndian.AppendUint64(out, uint64(n))
-	}
-	const block = 128 * kib
-	for left := n; left > 0; {
-		size := min(left, block)
-		left -= size
-		hdr := uint32(size)<<3 | 1<<1 // Block_Type RLE
-		if left == 0 {
-			hdr |= 1 // Last_Block
-		}
-		out = append(out, byte(hdr), byte(hdr>>8), byte(hdr>>16), 0 /* the byte repeated */)
-	}
-	return out
-}
-
-// bitWriter writes the LSB-first bit stream of DEFLATE.
-type bitWriter struct {
-	out   []byte
-	acc   uint64
-	nbits uint
-}
-
-func (w *bitWriter) bits(v uint64, n uint) {
-	w.acc |= v << w.nbits
-	w.nbits += n
-	for w.nbits >= 8 {
-		w.out = append(w.out, byte(w.acc))
-		w.acc >>= 8
-		w.nbits -= 8
-	}
-}
-
-// huff writes a Huffman code of n bits, most significant bit first.
-func (w *bitWriter) huff(code uint64, n uint) {
-	for i := int(n) - 1; i >= 0; i-- {
-		w.bits(code>>uint(i)&1, 1)
-	}
-}
-
-func (w *bitWriter) flush() []byte {
-	if w.nbits > 0 {
-		w.out = append(w.out, byte(w.acc))
-		w.acc, w.nbits = 0, 0
-	}
-	return w.out
-}
-
-// deflateZeros builds a raw DEFLATE stream of one dynamic-Huffman block that
-// inflates to 1 + 258*copies zero bytes at two bits per 258 bytes, the
-// format's best ratio. It returns the stream and the inflated length.
-func deflateZeros(copies int) ([]byte, int) {
-	var w bitWriter
-	w.bits(1, 1)       // BFINAL
-	w.bits(2, 2)       // BTYPE dynamic
-	w.bits(286-257, 5) // HLIT: literal/length codes 0..285
-	w.bits(1-1, 5)     // HDIST: one distance code
-	w.bits(18-4, 4)    // HCLEN: 18 code length codes
-	// Code length code lengths in the order of RFC 1951 3.2.7: symbols 18 (1
-	// bit), 1 and 2 (2 bits each) are the only ones used.
-	order := []int{16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1}
-	clen := map[int]uint64{18: 1, 2: 2, 1: 2}
-	for _, sym := range order {
-		w.bits(clen[sym], 3)
-	}
-	// Canonical codes: 18 -> 0, 1 -> 10, 2 -> 11.
-	one, two := func() { w.huff(0b10, 2) }, func() { w.huff(0b11, 2) }
-	zeros := func(n uint64) { w.huff(0, 1); w.bits(n-11, 7) } // symbol 18: 11..138 zeros
-	// Literal/length code lengths: 0 -> 2, 256 -> 2, 285 -> 1, others unused.
-	two()      // symbol 0
-	zeros(138) // 1..138
-	zeros(117) // 139..255
-	two()      // 256 (end of block)
-	zeros(28)  // 257..284
-	one()      // 285 (length 258)
-	one()      // distance code 0 (distance 1)
-	// Canonical codes: 285 -> 0, 0 -> 10, 256 -> 11; distance 0 -> 0.
-	w.huff(0b10, 2) // literal 0
-	for range copies {
-		w.huff(0, 1) // length 258
-		w.huff(0, 1) // distance 1
-	}
-	w.huff(0b11, 2) // end of block
-	return w.flush(), 1 + 258*copies
-}
-
-func crcOfZeros(n int) uint32 {
-	zero := make([]byte, mib)
-	var crc uint32
-	for n > 0 {
-		k := min(n, len(zero))
-		crc = crc32.Update(crc, crc32.IEEETable, zero[:k])
-		n -= k
-	}
-	return crc
-}
-
-// gzipZeros wraps deflateZeros in a gzip member (RFC 1952) with a correct
-// trailer.
-func gzipZeros(copies int) ([]byte, int) {
-	body, n := deflateZeros(copies)
-	out := []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
-	out = append(out, body...)
-	out = binary.LittleEndian.AppendUint32(out, crcOfZeros(n))
-	return binary.LittleEndian.AppendUint32(out, uint32(n)), n
-}
-
-// zlibZeros wraps deflateZeros in a zlib stream (RFC 1950) with a correct
-// Adler-32.
-func zlibZeros(copies int) ([]byte, int) {
-	body, n := deflateZeros(copies)
-	out := []byte{0x78, 0x01} // deflate, 32 KiB window, no dictionary; 0x7801 % 31 == 0
-	out = append(out, body...)
-	// Adler-32 of n zero bytes: a stays 1, b adds 1 per byte.
-	return binary.BigEndian.AppendUint32(out, uint32(n%65521)<<16|1), n
-}
-
 // blockHeader is a Snappy or S2 block declaring n decoded bytes followed by a few literal
 // bytes: the header is all Decode needs to refuse it.
 func blockHeader(n int) []byte {
@@ -337,21 +203,21 @@ type bomb struct {
 	headerOnly bool // only the header is real: the body is cut short
 }
 
-// bombs returns payloads of about size zero bytes (at least size).
-func bombs(t testing.TB, size int) []bomb {
+// bombCases returns payloads of about size zero bytes (at least size).
+func bombCases(t testing.TB, size int) []bomb {
 	t.Helper()
 	copies := (size + 257) / 258
-	gz, gzn := gzipZeros(copies)
-	zl, zln := zlibZeros(copies)
+	gz, gzn := bombs.Gzip(copies)
+	zl, zln := bombs.Zlib(copies)
 	var multi []byte
 	for range size / (512 * kib) {
-		multi = append(multi, zstdFrame(512*kib, true, false)...)
+		multi = append(multi, bombs.Zstd(512*kib, true, false)...)
 	}
 	enc := func(f func(dst, src []byte) []byte, n int) []byte { return f(nil, make([]byte, n)) }
 	return []bomb{
-		{"zstd single-segment frame declaring its size", batch.Codec_ZSTD, zstdFrame(size, true, true), size, false},
-		{"zstd frame with a small window declaring its size", batch.Codec_ZSTD, zstdFrame(size, true, false), size, false},
-		{"zstd frame with a small window and no declared size", batch.Codec_ZSTD, zstdFrame(size, false, false), size, false},
+		{"zstd single-segment frame declaring its size", batch.Codec_ZSTD, bombs.Zstd(size, true, true), size, false},
+		{"zstd frame with a small window declaring its size", batch.Codec_ZSTD, bombs.Zstd(size, true, false), size, false},
+		{"zstd frame with a small window and no declared size", batch.Codec_ZSTD, bombs.Zstd(size, false, false), size, false},
 		{"zstd stream of many 512 KiB frames", batch.Codec_ZSTD, multi, size / (512 * kib) * 512 * kib, false},
 		{"snappy block declaring its size", batch.Codec_SNAPPY, blockHeader(size), size, true},
 		{"s2 block declaring its size", batch.Codec_S2, blockHeader(size), size, true},
@@ -367,7 +233,7 @@ func bombs(t testing.TB, size int) []bomb {
 // and not for a malformed payload.
 func TestBombBuildersAreValid(t *testing.T) {
 	c := newCodecs(t)
-	for _, b := range bombs(t, 2*mib) {
+	for _, b := range bombCases(t, 2*mib) {
 		t.Run(b.name+" decodes under a large enough limit", func(t *testing.T) {
 			dec, err := c.Decode(b.codec, nil, b.payload)
 			if b.headerOnly {
@@ -396,7 +262,7 @@ func TestDecodeRefusesBombsWithoutAllocatingThem(t *testing.T) {
 			t.Fatalf("warm-up %s: %v", compress.Name(codec), err)
 		}
 	}
-	for _, b := range bombs(t, gib) {
+	for _, b := range bombCases(t, gib) {
 		t.Run(b.name+" is too large", func(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.GC()

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/thriftbatch/thriftbatch/internal/bombs"
+
 	"github.com/klauspost/compress/s2"
 
 	"github.com/thriftbatch/thriftbatch/compress"
@@ -124,15 +126,15 @@ func seeds(t testing.TB) []seed {
 		}
 		out = append(out, seed{name + "-garbage", codec, []byte("not compressed in any format")})
 	}
-	gz, _ := gzipZeros(fuzzLimit/258 + 1)
-	zl, _ := zlibZeros(fuzzLimit/258 + 1)
+	gz, _ := bombs.Gzip(fuzzLimit/258 + 1)
+	zl, _ := bombs.Zlib(fuzzLimit/258 + 1)
 	var multi []byte
 	for range 3 {
-		multi = append(multi, zstdFrame(fuzzLimit/2, true, false)...)
+		multi = append(multi, bombs.Zstd(fuzzLimit/2, true, false)...)
 	}
 	return append(out,
-		seed{"zstd-bomb-single-segment", batch.Codec_ZSTD, zstdFrame(fuzzLimit+1, true, true)},
-		seed{"zstd-bomb-undeclared", batch.Codec_ZSTD, zstdFrame(fuzzLimit+1, false, false)},
+		seed{"zstd-bomb-single-segment", batch.Codec_ZSTD, bombs.Zstd(fuzzLimit+1, true, true)},
+		seed{"zstd-bomb-undeclared", batch.Codec_ZSTD, bombs.Zstd(fuzzLimit+1, false, false)},
 		seed{"zstd-bomb-many-frames", batch.Codec_ZSTD, multi},
 		seed{"snappy-bomb-header", batch.Codec_SNAPPY, blockHeader(1 << 30)},
 		seed{"s2-bomb-header", batch.Codec_S2, blockHeader(1 << 30)},
