@@ -109,6 +109,10 @@ func runInChild(t *testing.T, name string) {
 	if err != nil {
 		t.Fatalf("%s in a child process: %v", name, err)
 	}
+	// A child that skipped also exits 0: only its PASS line says it ran.
+	if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+		t.Fatalf("%s did not pass in the child process:\n%s", name, out)
+	}
 }
 
 // clientGone checks over each of two stacks that a client that disconnects
