@@ -39,19 +39,23 @@ const (
 // server is the catalog behind processor.New, served by a TSimpleServer on a
 // loopback port of its own, with the compact protocol.
 type server struct {
-	addr    string
-	stack   transport
-	handler *store.Handler
-	proc    *processor.Processor
-	srv     *thrift.TSimpleServer
-	done    chan struct{} // closed when the accept loop has returned
+	addr  string
+	stack transport
+	proc  *processor.Processor
+	srv   *thrift.TSimpleServer
+	done  chan struct{} // closed when the accept loop has returned
 }
 
 // startServer serves store.New(products, latency) on 127.0.0.1:0 behind a
 // Processor with its default options.
 func startServer(latency time.Duration, stack transport) (*server, error) {
-	h := store.New(products, latency)
-	proc, err := processor.New(catalog.NewCatalogProcessor(h))
+	return serveCatalog(store.New(products, latency), stack)
+}
+
+// serveCatalog serves h on 127.0.0.1:0 over stack and the compact protocol,
+// behind processor.New(opts...).
+func serveCatalog(h catalog.Catalog, stack transport, opts ...processor.Option) (*server, error) {
+	proc, err := processor.New(catalog.NewCatalogProcessor(h), opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +72,7 @@ func startServer(latency time.Duration, stack transport) (*server, error) {
 		tf = thrift.NewTZlibTransportFactoryConf(zlib.DefaultCompression, tf, conf)
 	}
 	s := &server{
-		addr: sock.Addr().String(), stack: stack, handler: h, proc: proc, done: make(chan struct{}),
+		addr: sock.Addr().String(), stack: stack, proc: proc, done: make(chan struct{}),
 		srv: thrift.NewTSimpleServer4(proc, sock, tf, thrift.NewTCompactProtocolFactoryConf(conf)),
 	}
 	s.srv.SetLogContext(context.Background())

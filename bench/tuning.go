@@ -144,7 +144,7 @@ func tuning(ctx context.Context, p tunePlan, profs []profile) ([]cell, error) {
 // returns what the clients and the processor's statistics saw in the
 // window.
 func measureCell(ctx context.Context, p tunePlan, h catalog.Catalog, policy pool.Policy, size, maxConc int) (_ cell, err error) {
-	srv, err := serveTuned(h, processor.WithPoolSize(size), processor.WithMaxConcurrency(maxConc), processor.WithOverloadPolicy(policy))
+	srv, err := serveCatalog(h, framed, processor.WithPoolSize(size), processor.WithMaxConcurrency(maxConc), processor.WithOverloadPolicy(policy))
 	if err != nil {
 		return cell{}, err
 	}
@@ -310,35 +310,6 @@ func quantile(ds []time.Duration, q float64) float64 {
 	slices.Sort(s)
 	i := int(math.Ceil(q*float64(len(s)))) - 1
 	return float64(s[max(i, 0)]) / 1e6
-}
-
-// serveTuned serves h behind processor.New(opts...) on 127.0.0.1:0 over the
-// framed transport and the compact protocol, as startServer does with the
-// processor's defaults.
-func serveTuned(h catalog.Catalog, opts ...processor.Option) (*server, error) {
-	proc, err := processor.New(catalog.NewCatalogProcessor(h), opts...)
-	if err != nil {
-		return nil, err
-	}
-	sock, err := thrift.NewTServerSocket("127.0.0.1:0")
-	if err == nil {
-		err = sock.Listen()
-	}
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen: %w", err), proc.Close(context.Background()))
-	}
-	conf := &thrift.TConfiguration{}
-	s := &server{
-		addr: sock.Addr().String(), stack: framed, proc: proc, done: make(chan struct{}),
-		srv: thrift.NewTSimpleServer4(proc, sock,
-			thrift.NewTFramedTransportFactoryConf(thrift.NewTTransportFactory(), conf), thrift.NewTCompactProtocolFactoryConf(conf)),
-	}
-	s.srv.SetLogContext(context.Background())
-	go func() {
-		defer close(s.done)
-		_ = s.srv.AcceptLoop() // nil after Stop; a failure shows as failed calls
-	}()
-	return s, nil
 }
 
 // runTuning runs the tuning sweep of o's plan and writes its table (or
