@@ -24,9 +24,6 @@ type timed struct {
 	median time.Duration
 }
 
-// perCall is the median time divided by the calls.
-func (t timed) perCall() time.Duration { return t.median / time.Duration(t.calls) }
-
 // callsPerSec is the calls divided by the median time.
 func (t timed) callsPerSec() float64 { return float64(t.calls) / t.median.Seconds() }
 

@@ -63,6 +63,7 @@ func TestNewRefusesInvalidOptions(t *testing.T) {
 		"a negative max timeout":            {processor.WithMaxTimeout(-time.Second)},
 		"an unknown overload policy":        {processor.WithOverloadPolicy(pool.Policy(9))},
 		"a zero worker expiry":              {processor.WithWorkerExpiry(0)},
+		"a negative disconnect check":       {processor.WithDisconnectCheck(-time.Millisecond)},
 		"a shared pool with a size as well": {processor.WithPool(shared), processor.WithPoolSize(8)},
 	} {
 		t.Run(name, func(t *testing.T) {
