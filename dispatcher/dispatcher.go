@@ -139,8 +139,11 @@ func IsBatchMethod(name string) bool {
 // and their late results are discarded. A handler panic answers its call with
 // INTERNAL_ERROR, and its value and stack go to the log only.
 //
-// Cost beyond the handlers: three allocations per batch, and per call a copy
-// of the reply and a Response.
+// Cost beyond the processor functions' own: about 16 allocations per batch
+// (the calls' results, statuses and contexts are allocated once per batch)
+// and, per call, a copy of the reply into a shared 8 KiB block. go test
+// -bench BatchOfEchoes ./dispatcher: 4,016 allocations for 1,000 echo calls,
+// of which the generated code makes 4 per call.
 func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error) {
 	kind, err := wire.KindOf(b.Protocol)
 	if err != nil {

@@ -357,10 +357,11 @@ type run[T any] struct {
 // honour ctx. A panic in fn gives that index StatusPanicked; the other calls
 // go on.
 //
-// Cost: one allocation of the Results, one helper hand-off for a batch whose
-// calls finish within the ramp-up interval, and an atomic increment and two
-// compare-and-swaps per call. It returns ErrClosed, running nothing, after
-// Close has begun.
+// Cost: 6 or 7 allocations per batch (go test -bench BatchOfTrivialTasks
+// ./pool), one helper hand-off for a batch whose calls finish within the
+// ramp-up interval, one shared increment per chunk of calls, and per call two
+// compare-and-swaps and a store on the call's own status. It returns
+// ErrClosed, running nothing, after Close has begun.
 func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*Results[T], error) {
 	if !p.gate.Enter() {
 		return nil, ErrClosed
