@@ -13,7 +13,7 @@ usage: apache_batch.py HOST:PORT --gen DIR --stack STACK [--products N] [--calls
 
 import sys
 
-from interop_common import (CODEC_NAMES, CODECS, Tally, check, check_codec, decompress,
+from interop_common import (CODEC_NAMES, CODECS, check_codec, check_responses, decompress,
                             fail, parse_args, plain, plan)
 
 STACKS = ["framed-zlib-compact", "buffered-binary", "framed-binary", "framed-compact", "buffered-compact",
@@ -86,24 +86,7 @@ def main():
     responses = response.responses
     if response.codec:
         responses = decode(BatchResponse(), decompress(response.codec, response.compressedResponses)).responses
-    if len(responses) != len(entries):
-        fail("%d responses for %d requests" % (len(responses), len(entries)))
-
-    tally = Tally()
-    batched = {}
-    for i, (entry, r) in enumerate(zip(entries, responses)):
-        if r.id != 1000 + i:
-            fail("response %d carries id %r, want %d" % (i, r.id, 1000 + i))
-        if (r.reply is None) == (r.error is None):
-            fail("response %d: exactly one of reply and error must be set: %r" % (i, r))
-        if r.error is not None:
-            check(i, entry, tally, args.products, call_error=(r.error.type, r.error.message))
-            continue
-        result_cls = Catalog.getProduct_result if entry[0] == "getProduct" else Catalog.countProducts_result
-        result = decode(result_cls(), r.reply)
-        exc = getattr(result, "notFound", None)
-        check(i, entry, tally, args.products, value=result.success, exc=exc)
-        batched.setdefault(entry[1], result)
+    tally, batched = check_responses(entries, responses, args.products, Catalog, decode)
 
     # The same calls sent one by one, on the same connection, must answer
     # exactly what the batch answered.

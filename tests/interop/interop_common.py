@@ -75,6 +75,34 @@ class Tally:
             self.products, self.notfound, self.unknown, self.count)
 
 
+def check_responses(entries, responses, products, service, decode):
+    """Check every response against its own request, in order.
+
+    service is the Catalog service (its getProduct_result and
+    countProducts_result classes decode the replies) and decode(obj, data)
+    reads a bare struct with the connection's protocol. Returns the tally and,
+    for each id asked, its first decoded result (to compare with the same
+    call sent alone).
+    """
+    if len(responses) != len(entries):
+        fail("%d responses for %d requests" % (len(responses), len(entries)))
+    tally = Tally()
+    batched = {}
+    for i, (entry, r) in enumerate(zip(entries, responses)):
+        if r.id != 1000 + i:
+            fail("response %d carries id %r, want %d" % (i, r.id, 1000 + i))
+        if (r.reply is None) == (r.error is None):
+            fail("response %d: exactly one of reply and error must be set: %r" % (i, r))
+        if r.error is not None:
+            check(i, entry, tally, products, call_error=(r.error.type, r.error.message))
+            continue
+        result_cls = service.getProduct_result if entry[0] == "getProduct" else service.countProducts_result
+        result = decode(result_cls(), r.reply)
+        check(i, entry, tally, products, value=result.success, exc=getattr(result, "notFound", None))
+        batched.setdefault(entry[1], result)
+    return tally, batched
+
+
 def check(index, entry, tally, products, value=None, exc=None, call_error=None):
     """Check one call's outcome against its own request.
 
