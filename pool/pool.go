@@ -483,17 +483,32 @@ func (r *run[T]) pause(d time.Duration, ctxDone <-chan struct{}) bool {
 	return true
 }
 
+// spawn hands the batch to one more worker, if the pool has room for it.
 func (r *run[T]) spawn(p *Pool) bool {
 	if !p.reserve() {
 		return false
 	}
-	if p.workers.Submit(r.work) != nil {
-		p.counters.busy.Add(-1)
-		return false
+	// The reservation says a worker is free. ants may still refuse for a
+	// moment: a worker whose helper has just returned is counted free here
+	// before ants has put it back in its idle queue. Such a refusal passes
+	// within a few yields; the bound only guards against the unforeseen.
+	for range maxSubmitTries {
+		err := p.workers.Submit(r.work)
+		if err == nil {
+			r.helpers++
+			return true
+		}
+		if !errors.Is(err, ants.ErrPoolOverload) {
+			break
+		}
+		runtime.Gosched()
 	}
-	r.helpers++
-	return true
+	p.counters.busy.Add(-1)
+	return false
 }
+
+// maxSubmitTries bounds spawn's retries of a refused hand-off.
+const maxSubmitTries = 1000
 
 // waitSpawn retries the first hand-off with a growing pause until it succeeds
 // or ctx is done. ants cannot wait on a context, hence the polling.
