@@ -160,3 +160,32 @@ func TestThriftPayloadIsAbout100KiB(t *testing.T) {
 		t.Logf("%s: %d -> %d bytes (%.1fx)", compress.Name(codec), len(p), len(enc), float64(len(p))/float64(len(enc)))
 	}
 }
+
+// BenchmarkEncodeParallel encodes from every processor at once through one
+// Codecs, as a server's connections do: MB/s should grow with the processors
+// (go test -bench EncodeParallel -cpu 1,2 ./compress), not stay at one
+// encoder's pace.
+func BenchmarkEncodeParallel(b *testing.B) {
+	payload := thriftPayload(b, 100*kib)
+	c, err := compress.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for _, codec := range []batch.Codec{batch.Codec_ZSTD, batch.Codec_GZIP} {
+		b.Run(compress.Name(codec), func(b *testing.B) {
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var dst []byte
+				for pb.Next() {
+					var err error
+					if dst, err = c.Encode(codec, dst[:0], payload); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -51,8 +52,14 @@ var Supported = []batch.Codec{batch.Codec_ZSTD, batch.Codec_S2, batch.Codec_SNAP
 type Codecs struct {
 	maxDecoded int
 
-	zstdEnc *zstd.Encoder
-	zstdR   sync.Pool // *zstd.Decoder, synchronous (no goroutines of its own)
+	// zstdW holds idle encoders, each of concurrency 1, up to GOMAXPROCS
+	// of them. One shared zstd.Encoder would do, but its EncodeAll takes
+	// one of a fixed set of encoders made up front: with a set of one,
+	// concurrent batches compress one at a time; with GOMAXPROCS, every
+	// server pays for that many sets of tables before it needs them.
+	zstdW    chan *zstd.Encoder
+	zstdOpts []zstd.EOption
+	zstdR    sync.Pool // *zstd.Decoder, synchronous (no goroutines of its own)
 
 	gzipLevel int
 	gzipW     sync.Pool // *gzip.Writer
@@ -93,9 +100,11 @@ func WithGzipLevel(level int) Option {
 }
 
 // New builds the encoders and decoders. It returns an error for an invalid
-// option. A Codecs holds a zstd encoder and decoder with their buffers (a few
-// MiB at most, allocated as payloads need them); build one per server, not per
-// batch.
+// option. A Codecs starts with one zstd encoder and one decoder and keeps up
+// to GOMAXPROCS idle encoders, made as concurrent batches need them, so
+// compression runs on every processor; each holds its tables and buffers (a
+// few MiB at most, allocated as payloads need them). Build one per server,
+// not per batch.
 func New(opts ...Option) (*Codecs, error) {
 	cfg := config{
 		maxDecoded: DefaultMaxDecodedSize,
@@ -111,11 +120,17 @@ func New(opts ...Option) (*Codecs, error) {
 	if cfg.gzipLevel < gzip.HuffmanOnly || cfg.gzipLevel > gzip.BestCompression {
 		return nil, fmt.Errorf("compress: gzip level must be between %d and %d, got %d", gzip.HuffmanOnly, gzip.BestCompression, cfg.gzipLevel)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(cfg.zstdLevel), zstd.WithEncoderConcurrency(1))
+	c := &Codecs{
+		maxDecoded: cfg.maxDecoded, gzipLevel: cfg.gzipLevel,
+		zstdW:    make(chan *zstd.Encoder, runtime.GOMAXPROCS(0)),
+		zstdOpts: []zstd.EOption{zstd.WithEncoderLevel(cfg.zstdLevel), zstd.WithEncoderConcurrency(1)},
+	}
+	// Making the first encoder checks the options.
+	enc, err := zstd.NewWriter(nil, c.zstdOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("compress: zstd encoder: %w", err)
 	}
-	c := &Codecs{maxDecoded: cfg.maxDecoded, zstdEnc: enc, gzipLevel: cfg.gzipLevel}
+	c.zstdW <- enc
 	// Decoders are made on demand; making one checks the options.
 	d, err := c.newZstdDecoder()
 	if err != nil {
@@ -152,7 +167,36 @@ func (c *Codecs) Close() {
 		}
 		d.Close()
 	}
-	c.zstdEnc.Close()
+	for {
+		select {
+		case e := <-c.zstdW:
+			e.Close()
+		default:
+			return
+		}
+	}
+}
+
+// zstdEncode compresses src onto dst with an idle encoder, or a new one
+// when every kept encoder is in use, and keeps it afterwards if fewer than
+// GOMAXPROCS are idle.
+func (c *Codecs) zstdEncode(dst, src []byte) ([]byte, error) {
+	var e *zstd.Encoder
+	select {
+	case e = <-c.zstdW:
+	default:
+		var err error
+		if e, err = zstd.NewWriter(nil, c.zstdOpts...); err != nil {
+			return nil, fmt.Errorf("compress: zstd encoder: %w", err)
+		}
+	}
+	dst = e.EncodeAll(src, dst)
+	select {
+	case c.zstdW <- e:
+	default:
+		e.Close()
+	}
+	return dst, nil
 }
 
 // Encode appends src compressed with codec to dst and returns the result. It
@@ -161,7 +205,7 @@ func (c *Codecs) Close() {
 func (c *Codecs) Encode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 	switch codec {
 	case batch.Codec_ZSTD:
-		return c.zstdEnc.EncodeAll(src, dst), nil
+		return c.zstdEncode(dst, src)
 	case batch.Codec_SNAPPY:
 		return appendBlock(dst, src, s2.EncodeSnappy), nil
 	case batch.Codec_S2:
