@@ -124,8 +124,13 @@ type pending struct {
 	req    *batch.Request
 	result thrift.TStruct
 	state  atomic.Uint32 // waiting, delivering or abandoned
-	err    error
-	done   chan struct{}
+	// Set before done is closed: the batch's answer for this call
+	// (answered, with resp or a batch error in err), or the error that
+	// kept it from being sent (err).
+	answered bool
+	resp     *batch.Response
+	err      error
+	done     chan struct{}
 }
 
 const (
@@ -149,14 +154,30 @@ func (a *Auto) Call(ctx context.Context, method string, args, result thrift.TStr
 	}
 	select {
 	case <-p.done:
-		return meta, p.err
 	case <-ctx.Done():
 		if p.state.CompareAndSwap(waiting, abandoned) {
 			return meta, ctx.Err()
 		}
 		<-p.done // being delivered: a moment
-		return meta, p.err
 	}
+	return meta, p.finish(a.kind)
+}
+
+// finish returns the call's error after done, decoding its reply into its
+// result first. It runs on the caller's goroutine, so the replies of a
+// batch decode in parallel on their callers while the connection carries
+// the next batch.
+func (p *pending) finish(kind wire.Kind) error {
+	if !p.answered {
+		return p.err
+	}
+	err := settle(kind, p.method, p.resp, p.err, p.result)
+	if err != nil && p.ctx.Err() != nil {
+		// The caller's own deadline passed too: say so as an
+		// unbatched call would.
+		err = p.ctx.Err()
+	}
+	return err
 }
 
 func (a *Auto) enqueue(ctx context.Context, p *pending) error {
@@ -307,7 +328,7 @@ func (a *Auto) acquire() (*Client, error) {
 	}
 }
 
-// send executes one batch and delivers each call's result.
+// send executes one batch and hands each call its response.
 func (a *Auto) send(c *Client, calls []*pending) {
 	defer a.wg.Done()
 	requests := make([]*batch.Request, len(calls))
@@ -321,15 +342,9 @@ func (a *Auto) send(c *Client, calls []*pending) {
 		if !p.state.CompareAndSwap(waiting, delivering) {
 			continue // its caller has gone
 		}
-		var r *batch.Response
+		p.answered, p.err = true, err
 		if err == nil {
-			r = responses[i]
-		}
-		p.err = c.settle(p.method, r, err, p.result)
-		if p.err != nil && p.ctx.Err() != nil {
-			// The caller's own deadline passed too: say so as an
-			// unbatched call would.
-			p.err = p.ctx.Err()
+			p.resp = responses[i]
 		}
 		close(p.done)
 	}

@@ -218,24 +218,25 @@ func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result 
 
 func (call *Call[R]) settle(c *Client, r *batch.Response, batchErr error) {
 	if call.err == nil {
-		call.err = c.settle(call.method, r, batchErr, call.Result)
+		call.err = settle(c.kind, call.method, r, batchErr, call.Result)
 	}
 }
 
-// Execute sends the calls as one executeBatch and settles each call. It
+// Execute sends the calls as one executeBatch and settles each call,
+// decoding the replies of a large batch on every processor. It
 // returns the error of the batch as a whole (a transport error, or the
 // server's *batch.BatchError), which every call then also returns; a call's
 // own failure is in its Err only. ctx's deadline, if any, becomes the batch's
 // timeoutMillis.
 func (b *Batch) Execute(ctx context.Context) error {
 	responses, err := b.c.execute(ctx, b.requests, b.sequential)
-	for i, call := range b.calls {
+	spread(len(b.calls), func(i int) {
 		var r *batch.Response
 		if err == nil {
 			r = responses[i]
 		}
-		call.settle(b.c, r, err)
-	}
+		b.calls[i].settle(b.c, r, err)
+	})
 	return err
 }
 
@@ -301,8 +302,9 @@ func (c *Client) compressRequests(ctx context.Context, req *batch.BatchRequest) 
 	return nil
 }
 
-// settle decodes one response into result and returns the call's error.
-func (c *Client) settle(method string, r *batch.Response, batchErr error, result thrift.TStruct) error {
+// settle decodes one response, encoded with kind, into result and returns
+// the call's error.
+func settle(kind wire.Kind, method string, r *batch.Response, batchErr error, result thrift.TStruct) error {
 	switch {
 	case batchErr != nil:
 		return batchErr
@@ -313,7 +315,7 @@ func (c *Client) settle(method string, r *batch.Response, batchErr error, result
 	case result == nil || isNil(result):
 		return nil // oneway
 	}
-	if err := wire.Decode(context.Background(), c.kind, r.Reply, result); err != nil {
+	if err := wire.Decode(context.Background(), kind, r.Reply, result); err != nil {
 		return &CallError{Method: method, Code: thrift.PROTOCOL_ERROR, Message: "reply does not decode: " + err.Error()}
 	}
 	return thrift.ExtractExceptionFromResult(result)

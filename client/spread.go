@@ -1,0 +1,85 @@
+package client
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Spreading the decoding of a batch's replies: the replies of one batch are
+// independent byte slices, so a large batch decodes on every processor
+// instead of one. The first spreadProbe replies are decoded on the caller to
+// learn their cost; helpers are started only when what is left would keep
+// each of them busy for spreadMinWork, which pays for waking a processor.
+const (
+	spreadProbe   = 8
+	spreadChunk   = 8
+	spreadMinWork = 100 * time.Microsecond
+)
+
+// spread calls fn(i) for every i in [0, n), on the calling goroutine and,
+// when the work is long enough, on up to GOMAXPROCS-1 goroutines more. It
+// returns when every call has returned. A panic in fn reaches the caller
+// once every goroutine has stopped, as if fn had run on the caller.
+//
+// Cost: nothing over the loop for batches of fewer than 8 calls or of
+// calls too quick to share; otherwise a goroutine per helper, a shared
+// increment per 8 calls and one WaitGroup.
+func spread(n int, fn func(i int)) {
+	probe := min(n, spreadProbe)
+	start := time.Now()
+	for i := range probe {
+		fn(i)
+	}
+	rest := n - probe
+	if rest == 0 {
+		return
+	}
+	per := time.Since(start) / time.Duration(probe)
+	helpers := min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork), rest/spreadChunk)
+	if helpers <= 0 {
+		for i := probe; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+
+	var next atomic.Int64
+	next.Store(int64(probe))
+	work := func() {
+		for {
+			lo := int(next.Add(spreadChunk)) - spreadChunk
+			if lo >= n {
+				return
+			}
+			for i := lo; i < min(lo+spreadChunk, n); i++ {
+				fn(i)
+			}
+		}
+	}
+	var (
+		wg        sync.WaitGroup
+		recovered atomic.Pointer[any]
+	)
+	for range helpers {
+		wg.Go(func() {
+			// A helper's panic would otherwise end the process: hand
+			// it to the caller, whose fn it was.
+			defer func() {
+				if v := recover(); v != nil {
+					recovered.CompareAndSwap(nil, &v)
+					next.Store(int64(n)) // stop the others early
+				}
+			}()
+			work()
+		})
+	}
+	func() {
+		defer wg.Wait()
+		work()
+	}()
+	if v := recovered.Load(); v != nil {
+		panic(*v)
+	}
+}
