@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -12,7 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/apache/thrift/lib/go/thrift"
 	"go.uber.org/goleak"
 )
 
@@ -146,5 +149,49 @@ func TestMedianOfOddAndEvenCounts(t *testing.T) {
 		if got := median(tc.in); got != tc.want {
 			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// BenchmarkHundredGetProduct times the ways of making 100 getProduct calls
+// against one in-process server, for profiling with -cpuprofile and
+// -benchmem; the ratios users read come from go run ./bench.
+//
+//	go test -run XXX -bench HundredGetProduct -benchmem ./bench
+func BenchmarkHundredGetProduct(b *testing.B) {
+	for _, check := range []time.Duration{thrift.ServerConnectivityCheckInterval, 0} {
+		b.Run(fmt.Sprintf("check=%v", check), func(b *testing.B) {
+			defer func(was time.Duration) { thrift.ServerConnectivityCheckInterval = was }(thrift.ServerConnectivityCheckInterval)
+			thrift.ServerConnectivityCheckInterval = check
+			ctx := context.Background()
+			s, err := startServer(0, framed)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				if err := s.stop(); err != nil {
+					b.Error(err)
+				}
+			}()
+			sh, err := s.shop(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sh.Close()
+			c, err := s.batchClient(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			hundred := ids(100, 1)
+			for _, w := range []way{explicitBatch(c, hundred), bulk(sh, hundred), sequential(sh, hundred)} {
+				b.Run(strings.ReplaceAll(w.name, " ", "_"), func(b *testing.B) {
+					for b.Loop() {
+						if err := w.run(ctx); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		})
 	}
 }

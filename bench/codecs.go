@@ -33,7 +33,12 @@ func codecs(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	e.open = append(e.open, closerFunc(func() error { level3.Close(); return nil }))
-	var zstdOut, s2Out, level3Out []byte
+	better, err := compress.New(compress.WithZstdLevel(zstd.SpeedBetterCompression))
+	if err != nil {
+		return nil, err
+	}
+	e.open = append(e.open, closerFunc(func() error { better.Close(); return nil }))
+	var zstdOut, s2Out, level3Out, betterOut []byte
 	var zlibOut bytes.Buffer
 	zw := zlib.NewWriter(&zlibOut)
 	ways := []way{
@@ -43,6 +48,10 @@ func codecs(ctx context.Context, e *env) ([]figure, error) {
 		}},
 		{name: "zstd level 3", run: func(context.Context) (err error) {
 			level3Out, err = level3.Encode(batch.Codec_ZSTD, level3Out[:0], raw)
+			return err
+		}},
+		{name: "zstd better", run: func(context.Context) (err error) {
+			betterOut, err = better.Encode(batch.Codec_ZSTD, betterOut[:0], raw)
 			return err
 		}},
 		{name: "zlib", run: func(context.Context) error {
@@ -62,10 +71,10 @@ func codecs(ctx context.Context, e *env) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := roundTrips(cs, raw, zstdOut, level3Out, s2Out, zlibOut.Bytes()); err != nil {
+	if err := roundTrips(cs, raw, zstdOut, level3Out, betterOut, s2Out, zlibOut.Bytes()); err != nil {
 		return nil, err
 	}
-	fastest, l3, zl, s2 := t[0], t[1], t[2], t[3]
+	fastest, l3, bt, zl, s2 := t[0], t[1], t[2], t[3], t[4]
 	speed := func(t timed) string {
 		return fmt.Sprintf("%s %s MB/s (%s)", t.name, number(float64(len(raw))/t.median.Seconds()/1e6), duration(t.median))
 	}
@@ -80,6 +89,8 @@ func codecs(ctx context.Context, e *env) ([]figure, error) {
 		{key: "s2_speed_vs_stdlib_zlib", value: zl.median.Seconds() / s2.median.Seconds(), unit: "×", detail: speed(s2) + " ÷ " + speed(zl)},
 		{key: "zstd_level3_speed_vs_stdlib_zlib", value: zl.median.Seconds() / l3.median.Seconds(), unit: "×", detail: speed(l3) + " ÷ " + speed(zl)},
 		{key: "zstd_level3_size_vs_stdlib_zlib", value: sizeRatio(level3Out), unit: "×", detail: size("zstd level 3", level3Out)},
+		{key: "zstd_better_speed_vs_stdlib_zlib", value: zl.median.Seconds() / bt.median.Seconds(), unit: "×", detail: speed(bt) + " ÷ " + speed(zl)},
+		{key: "zstd_better_size_vs_stdlib_zlib", value: sizeRatio(betterOut), unit: "×", detail: size("zstd better", betterOut)},
 	}, nil
 }
 
@@ -101,11 +112,11 @@ func batchResponse(ctx context.Context, n int) ([]byte, error) {
 }
 
 // roundTrips checks that each compressed payload decodes to raw.
-func roundTrips(cs *compress.Codecs, raw, zstdOut, level3Out, s2Out, zlibOut []byte) error {
+func roundTrips(cs *compress.Codecs, raw, zstdOut, level3Out, betterOut, s2Out, zlibOut []byte) error {
 	for _, p := range []struct {
 		codec batch.Codec
 		data  []byte
-	}{{batch.Codec_ZSTD, zstdOut}, {batch.Codec_ZSTD, level3Out}, {batch.Codec_S2, s2Out}} {
+	}{{batch.Codec_ZSTD, zstdOut}, {batch.Codec_ZSTD, level3Out}, {batch.Codec_ZSTD, betterOut}, {batch.Codec_S2, s2Out}} {
 		out, err := cs.Decode(p.codec, nil, p.data)
 		if err != nil || !bytes.Equal(out, raw) {
 			return fmt.Errorf("%v does not decode to its input: %v", p.codec, err)
