@@ -16,6 +16,12 @@ import (
 	"time"
 
 	"github.com/apache/thrift/lib/go/thrift"
+	"github.com/thriftbatch/thriftbatch/dispatcher"
+	"github.com/thriftbatch/thriftbatch/example_server/catalog"
+	"github.com/thriftbatch/thriftbatch/example_server/store"
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/pool"
 	"go.uber.org/goleak"
 )
 
@@ -194,4 +200,130 @@ func BenchmarkHundredGetProduct(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkStagesOfABatch times, in memory and one at a time, the steps a
+// batch of 100 getProduct calls goes through on the way out and back, beside
+// the steps of getProducts for the same 100 ids, so that the cost of a
+// batch over the bulk method can be read stage by stage. The socket round
+// trip and the goroutine hand-offs around it are not included.
+//
+//	go test -run XXX -bench StagesOfABatch -benchmem ./bench
+func BenchmarkStagesOfABatch(b *testing.B) {
+	saved := thrift.ServerConnectivityCheckInterval
+	thrift.ServerConnectivityCheckInterval = 0
+	defer func() { thrift.ServerConnectivityCheckInterval = saved }()
+	ctx := context.Background()
+	const n = 100
+	h := store.New(products, 0)
+	hundred := ids(n, 1)
+	must := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	// The batch's request and response as they cross the wire.
+	req := &batch.BatchRequest{Requests: make([]*batch.Request, n)}
+	for i, id := range hundred {
+		args, err := wire.Encode(ctx, wire.Compact, nil, &catalog.CatalogGetProductArgs{ID: id})
+		must(err)
+		req.Requests[i] = &batch.Request{Method: "getProduct", Arguments: args}
+	}
+	reqBytes, err := wire.Encode(ctx, wire.Compact, nil, req)
+	must(err)
+	p, err := pool.New()
+	must(err)
+	defer p.Close(ctx)
+	d, err := dispatcher.New(p)
+	must(err)
+	run := dispatcher.Batch{
+		Requests:  req.Requests,
+		Functions: catalog.NewCatalogProcessor(h).ProcessorMap(),
+		Protocol:  thrift.NewTCompactProtocolConf(thrift.NewTMemoryBuffer(), nil),
+	}
+	responses, err := d.Run(ctx, run)
+	must(err)
+	resp := &batch.BatchResponse{Responses: responses}
+	respBytes, err := wire.Encode(ctx, wire.Compact, nil, resp)
+	must(err)
+
+	// The bulk method's.
+	products, err := h.GetProducts(ctx, hundred)
+	must(err)
+	bulkArgs := &catalog.CatalogGetProductsArgs{Ids: hundred}
+	bulkResult := &catalog.CatalogGetProductsResult{Success: products}
+	bulkResultBytes, err := wire.Encode(ctx, wire.Compact, nil, bulkResult)
+	must(err)
+
+	b.Run("batch/1-client-encodes-args-and-request", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r := &batch.BatchRequest{Requests: make([]*batch.Request, n)}
+			var args []byte
+			for i, id := range hundred {
+				start := len(args)
+				args, err = wire.Encode(ctx, wire.Compact, args, &catalog.CatalogGetProductArgs{ID: id})
+				r.Requests[i] = &batch.Request{Method: "getProduct", Arguments: args[start:]}
+			}
+			_, err = wire.Encode(ctx, wire.Compact, nil, r)
+		}
+	})
+	b.Run("batch/2-server-decodes-request", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			must(wire.Decode(ctx, wire.Compact, reqBytes, &batch.BatchRequest{}))
+		}
+	})
+	b.Run("batch/3-server-runs-calls", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, err = d.Run(ctx, run)
+			must(err)
+		}
+	})
+	b.Run("batch/4-server-encodes-response", func(b *testing.B) {
+		b.ReportAllocs()
+		var out []byte
+		for b.Loop() {
+			out, err = wire.Encode(ctx, wire.Compact, out[:0], resp)
+			must(err)
+		}
+	})
+	b.Run("batch/5-client-decodes-response", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			must(wire.Decode(ctx, wire.Compact, respBytes, &batch.BatchResponse{}))
+		}
+	})
+	b.Run("batch/6-client-decodes-replies", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, r := range responses {
+				must(wire.Decode(ctx, wire.Compact, r.Reply, &catalog.CatalogGetProductResult{}))
+			}
+		}
+	})
+	b.Run("bulk/1-client-encodes-args", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, err = wire.Encode(ctx, wire.Compact, nil, bulkArgs)
+		}
+	})
+	b.Run("bulk/2-server-runs-and-encodes", func(b *testing.B) {
+		b.ReportAllocs()
+		var out []byte
+		for b.Loop() {
+			ps, err := h.GetProducts(ctx, hundred)
+			must(err)
+			out, err = wire.Encode(ctx, wire.Compact, out[:0], &catalog.CatalogGetProductsResult{Success: ps})
+			must(err)
+		}
+	})
+	b.Run("bulk/3-client-decodes-result", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			must(wire.Decode(ctx, wire.Compact, bulkResultBytes, &catalog.CatalogGetProductsResult{}))
+		}
+	})
 }
