@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/thriftbatch/thriftbatch/client"
+	"github.com/thriftbatch/thriftbatch/pool"
 )
 
 // settings says under which thrift.ServerConnectivityCheckInterval settings
@@ -260,7 +262,25 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 	ids := ids(e.plan.fanoutCalls, 1)
 	quick := explicitBatch(fast, ids)
 	quick.name += " without latency"
-	t, err := interleave(ctx, e.plan.fanoutRounds, explicitBatch(c, ids), quick)
+	p, err := pool.New()
+	if err != nil {
+		return nil, err
+	}
+	e.open = append(e.open, closerFunc(func() error { return p.Close(ctx) }))
+	t, err := interleave(ctx, e.plan.fanoutRounds, explicitBatch(c, ids), quick,
+		waits("pool.Run alone", len(ids), e.plan.fanoutLatency, func(n int, wait func()) error {
+			_, err := pool.Run(ctx, p, n, 0, func(int) struct{} { wait(); return struct{}{} })
+			return err
+		}),
+		waits("a goroutine per wait", len(ids), e.plan.fanoutLatency, func(n int, wait func()) error {
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(wait)
+			}
+			wg.Wait()
+			return nil
+		}),
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +293,25 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 			key: "batch_256_no_latency_ms", value: float64(t[1].median) / 1e6, unit: "ms",
 			detail: describe(t[1]) + ": what the batch costs beyond the latency",
 		},
+		{
+			key: "pool_256x5ms_ms", value: float64(t[2].median) / 1e6, unit: "ms",
+			detail: describe(t[2]) + ": the same waits run by the pool, with no Thrift at all",
+		},
+		{
+			key: "goroutines_256x5ms_ms", value: float64(t[3].median) / 1e6, unit: "ms",
+			detail: describe(t[3]) + ": the machine's floor for 256 overlapping waits",
+		},
 	}, nil
+}
+
+// waits is n waits of d, each on a timer as the store's simulated latency
+// waits, run by fanOut.
+func waits(name string, n int, d time.Duration, fanOut func(n int, wait func()) error) way {
+	wait := func() {
+		t := time.NewTimer(d)
+		<-t.C
+	}
+	return way{name: name, calls: n, run: func(context.Context) error { return fanOut(n, wait) }}
 }
 
 // throughput: calls per second of many clients sending batches, and the
