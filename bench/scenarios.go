@@ -173,11 +173,23 @@ func (e *env) batchClients(ctx context.Context, srv *server, n int) ([]*client.C
 }
 
 // batchVsSequential: the calls one by one on one connection ÷ the same
-// calls in one batch on another.
+// calls in one batch on another; and, for scale, ÷ the hand-written bulk
+// method, the most that one round trip carrying these products reaches.
 func batchVsSequential(ctx context.Context, e *env) ([]figure, error) {
-	return e.versusBatch(ctx, "batch_vs_sequential_100", 1, func(shops []*shop, ids []int64, batch way) (way, way) {
-		return sequential(shops[0], ids), batch
-	})
+	sh, err := e.shop(ctx, e.srv)
+	if err != nil {
+		return nil, err
+	}
+	c, err := e.batchClient(ctx, e.srv)
+	if err != nil {
+		return nil, err
+	}
+	ids := ids(e.plan.calls, 1)
+	t, err := interleave(ctx, e.plan.rounds, sequential(sh, ids), explicitBatch(c, ids), bulk(sh, ids))
+	if err != nil {
+		return nil, err
+	}
+	return []figure{ratio("batch_vs_sequential_100", t[0], t[1]), ratio("bulk_vs_sequential_100", t[0], t[2])}, nil
 }
 
 // batchVsBulk: one batch ÷ the hand-written bulk method for the same ids.
