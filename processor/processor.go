@@ -44,6 +44,12 @@ type Processor struct {
 	log      zerolog.Logger
 	gate     drain.Gate // batches in execute; closed by Close
 	refused  atomic.Uint64
+
+	// mux is inner when it is a TMultiplexedProcessor, whose ProcessorMap
+	// builds a new map of every service's functions on each call; muxFns
+	// keeps the last one built. See functions.
+	mux    *thrift.TMultiplexedProcessor
+	muxFns atomic.Pointer[map[string]thrift.TProcessorFunction]
 }
 
 var _ thrift.TProcessor = (*Processor)(nil)
@@ -63,6 +69,7 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 		return nil, fmt.Errorf("processor: %w", err)
 	}
 	p := &Processor{inner: inner, codecs: codecs, cfg: cfg, log: cfg.log, pool: cfg.pool}
+	p.mux, _ = inner.(*thrift.TMultiplexedProcessor)
 	if p.pool == nil {
 		if p.pool, err = pool.New(cfg.poolOpts...); err != nil {
 			codecs.Close()
@@ -228,6 +235,40 @@ func (p *Processor) AddToProcessorMap(name string, fn thrift.TProcessorFunction)
 		return
 	}
 	p.inner.AddToProcessorMap(name, fn)
+	p.muxFns.Store(nil)
+}
+
+// functions returns the functions of the inner processor that a batch of
+// requests looks its methods up in. For most processors that is their
+// ProcessorMap, which the generated ones return as it is. A
+// TMultiplexedProcessor builds its map anew on each call (go test -bench
+// MultiplexedFunctions ./processor: 2.3 µs and 15 allocations for one
+// service of 11 methods, 20 µs and 111 for ten), so the map is kept between
+// batches and built again when a batch names a method it does not hold, or
+// after AddToProcessorMap. Register services on the multiplexer before
+// serving (Thrift's RegisterProcessor is not safe while it serves); a service
+// replaced under a name batches have already used is seen after the next
+// AddToProcessorMap on this Processor.
+func (p *Processor) functions(requests []*batch.Request) map[string]thrift.TProcessorFunction {
+	if p.mux == nil {
+		return p.inner.ProcessorMap()
+	}
+	if m := p.muxFns.Load(); m != nil && holds(*m, requests) {
+		return *m
+	}
+	m := p.mux.ProcessorMap()
+	p.muxFns.Store(&m)
+	return m
+}
+
+// holds reports whether fns has a function for every request's method.
+func holds(fns map[string]thrift.TProcessorFunction, requests []*batch.Request) bool {
+	for _, r := range requests {
+		if r != nil && fns[r.Method] == nil && !dispatcher.IsBatchMethod(r.Method) {
+			return false
+		}
+	}
+	return true
 }
 
 type protocolKey struct{}
@@ -277,7 +318,7 @@ func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batc
 	}
 	responses, err := p.dispatch.Run(ctx, dispatcher.Batch{
 		Requests:   requests,
-		Functions:  p.inner.ProcessorMap(),
+		Functions:  p.functions(requests),
 		Protocol:   proto,
 		Sequential: req.GetSequential(),
 	})

@@ -27,7 +27,7 @@ type echo struct{ testsvc.Test }
 func (echo) Echo(_ context.Context, s string) (string, error) { return s, nil }
 func (echo) Note(context.Context, string) error               { return nil }
 
-func newProcessor(t *testing.T, inner thrift.TProcessor, opts ...processor.Option) *processor.Processor {
+func newProcessor(t testing.TB, inner thrift.TProcessor, opts ...processor.Option) *processor.Processor {
 	t.Helper()
 	p, err := processor.New(inner, opts...)
 	if err != nil {
@@ -38,7 +38,7 @@ func newProcessor(t *testing.T, inner thrift.TProcessor, opts ...processor.Optio
 }
 
 // roundTrip sends one message through p in memory and returns what p wrote.
-func roundTrip(t *testing.T, p thrift.TProcessor, write func(thrift.TProtocol)) (*thrift.TMemoryBuffer, bool, thrift.TException) {
+func roundTrip(t testing.TB, p thrift.TProcessor, write func(thrift.TProtocol)) (*thrift.TMemoryBuffer, bool, thrift.TException) {
 	t.Helper()
 	in, out := thrift.NewTMemoryBuffer(), thrift.NewTMemoryBuffer()
 	write(thrift.NewTBinaryProtocolConf(in, nil))
@@ -162,5 +162,71 @@ func TestProcessorMapAddsExecuteBatchAndAddToProcessorMapReachesBatches(t *testi
 	var echoed testsvc.TestEchoResult
 	if err := wire.Decode(context.Background(), wire.Binary, res.GetSuccess().Responses[0].Reply, &echoed); err != nil || echoed.GetSuccess() != "QUIET" {
 		t.Fatalf("the added function answered %q, %v", echoed.GetSuccess(), err)
+	}
+}
+
+// TestMultiplexedFunctionsFollowRegistrationAndReplacement: the functions a
+// Processor keeps for a TMultiplexedProcessor find a service registered after
+// batches have been served, and a function replaced through the Processor.
+func TestMultiplexedFunctionsFollowRegistrationAndReplacement(t *testing.T) {
+	ctx := context.Background()
+	mux := thrift.NewTMultiplexedProcessor()
+	mux.RegisterProcessor("First", testsvc.NewTestProcessor(echo{}))
+	p := newProcessor(t, mux)
+	echoIn := func(method string) (string, int32) {
+		t.Helper()
+		arg, err := wire.Encode(ctx, wire.Binary, nil, &testsvc.TestEchoArgs{Text: "quiet"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, ok, terr := roundTrip(t, p, func(w thrift.TProtocol) {
+			w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 1)
+			(&batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: []*batch.Request{{Method: method, Arguments: arg}}}}).Write(ctx, w)
+			w.WriteMessageEnd(ctx)
+		})
+		if !ok || terr != nil {
+			t.Fatalf("Process = %v, %v", ok, terr)
+		}
+		r := thrift.NewTBinaryProtocolConf(out, nil)
+		if _, _, _, err := r.ReadMessageBegin(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var res batch.BatchServiceExecuteBatchResult
+		if err := res.Read(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		resp := res.GetSuccess().Responses[0]
+		if resp.Error != nil {
+			return "", resp.Error.Type
+		}
+		var echoed testsvc.TestEchoResult
+		if err := wire.Decode(ctx, wire.Binary, resp.Reply, &echoed); err != nil {
+			t.Fatal(err)
+		}
+		return echoed.GetSuccess(), 0
+	}
+
+	if got, code := echoIn("First:echo"); got != "quiet" {
+		t.Fatalf("First:echo = %q (code %d), want quiet", got, code)
+	}
+	if _, code := echoIn("Second:echo"); code != thrift.UNKNOWN_METHOD {
+		t.Fatalf("Second:echo before Second is registered: code %d, want UNKNOWN_METHOD", code)
+	}
+	mux.RegisterProcessor("Second", testsvc.NewTestProcessor(echo{}))
+	if got, code := echoIn("Second:echo"); got != "quiet" {
+		t.Errorf("Second:echo after Second is registered = %q (code %d), want quiet", got, code)
+	}
+	p.AddToProcessorMap("First:echo", thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seq int32, in, out thrift.TProtocol) (bool, thrift.TException) {
+		var args testsvc.TestEchoArgs
+		args.Read(ctx, in)
+		in.ReadMessageEnd(ctx)
+		out.WriteMessageBegin(ctx, "echo", thrift.REPLY, seq)
+		s := strings.ToUpper(args.Text)
+		(&testsvc.TestEchoResult{Success: &s}).Write(ctx, out)
+		out.WriteMessageEnd(ctx)
+		return true, nil
+	}})
+	if got, code := echoIn("First:echo"); got != "QUIET" {
+		t.Errorf("First:echo after AddToProcessorMap = %q (code %d), want QUIET", got, code)
 	}
 }
