@@ -1,7 +1,9 @@
 package client
 
 import (
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,7 +13,8 @@ import (
 // independent byte slices, so a large batch decodes on every processor
 // instead of one. The first spreadProbe replies are decoded on the caller to
 // learn their cost; helpers are started only when what is left would keep
-// each of them busy for spreadMinWork, which pays for waking a processor.
+// the caller and each of them busy for spreadMinWork, which pays for waking
+// a processor.
 const (
 	spreadProbe   = 8
 	spreadChunk   = 8
@@ -21,9 +24,10 @@ const (
 // spread calls fn(i) for every i in [0, n), on the calling goroutine and,
 // when the work is long enough, on up to GOMAXPROCS-1 goroutines more. It
 // returns when every call has returned. A panic in fn reaches the caller
-// once every goroutine has stopped, as if fn had run on the caller.
+// once every goroutine has stopped: as it is when fn ran on the caller, and
+// as a *helperPanic holding the value and the helper's stack otherwise.
 //
-// Cost: nothing over the loop for batches of fewer than 8 calls or of
+// Cost: nothing over the loop for batches of fewer than 16 calls or of
 // calls too quick to share; otherwise a goroutine per helper, a shared
 // increment per 8 calls and one WaitGroup.
 func spread(n int, fn func(i int)) {
@@ -37,7 +41,7 @@ func spread(n int, fn func(i int)) {
 		return
 	}
 	per := time.Since(start) / time.Duration(probe)
-	helpers := min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork), rest/spreadChunk)
+	helpers := min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork)-1, rest/spreadChunk)
 	if helpers <= 0 {
 		for i := probe; i < n; i++ {
 			fn(i)
@@ -60,15 +64,16 @@ func spread(n int, fn func(i int)) {
 	}
 	var (
 		wg        sync.WaitGroup
-		recovered atomic.Pointer[any]
+		recovered atomic.Pointer[helperPanic]
 	)
 	for range helpers {
 		wg.Go(func() {
 			// A helper's panic would otherwise end the process: hand
-			// it to the caller, whose fn it was.
+			// it to the caller, whose fn it was, with the stack that
+			// says where it happened.
 			defer func() {
 				if v := recover(); v != nil {
-					recovered.CompareAndSwap(nil, &v)
+					recovered.CompareAndSwap(nil, &helperPanic{value: v, stack: debug.Stack()})
 					next.Store(int64(n)) // stop the others early
 				}
 			}()
@@ -79,7 +84,23 @@ func spread(n int, fn func(i int)) {
 		defer wg.Wait()
 		work()
 	}()
-	if v := recovered.Load(); v != nil {
-		panic(*v)
+	if p := recovered.Load(); p != nil {
+		panic(p)
 	}
+}
+
+// helperPanic is what spread panics with when fn panicked on a helper.
+type helperPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *helperPanic) Error() string {
+	return fmt.Sprintf("%v\n\ngoroutine that panicked:\n%s", p.value, p.stack)
+}
+
+// Unwrap returns the value fn panicked with, when it is an error.
+func (p *helperPanic) Unwrap() error {
+	err, _ := p.value.(error)
+	return err
 }
