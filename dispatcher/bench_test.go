@@ -3,6 +3,8 @@ package dispatcher_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"slices"
 	"syscall"
 	"testing"
@@ -91,8 +93,11 @@ func BenchmarkBatchOfEchoes(b *testing.B) {
 // both sides alike: the CPU time of a batch of 1,000 echo calls on a pool of
 // one worker over that of the direct loop (process CPU time from getrusage,
 // garbage collection included), and the wall time of the batch on a pool of
-// two over the direct loop's. Each round runs each way 20 times; the metrics
-// are the medians of the rounds' ratios.
+// two over the direct loop's. Each round runs each way 20 times, in an order
+// shuffled per round, after a collection outside the timed window; the
+// metrics are the medians of the rounds' ratios. direct/direct times the
+// loop twice in each round: how far apart two identical ways come out,
+// which is the noise the other two ratios carry.
 //
 //	go test -run XXX -bench DispatcherAgainstDirect -benchtime 40x ./dispatcher
 func BenchmarkDispatcherAgainstDirect(b *testing.B) {
@@ -137,20 +142,26 @@ func BenchmarkDispatcherAgainstDirect(b *testing.B) {
 			}
 		}
 	}
-	ways := []func(){direct, dispatch(1), dispatch(2)}
-	var cpu1, wall2 []float64
+	ways := []func(){direct, direct, dispatch(1), dispatch(2)}
+	order := []int{0, 1, 2, 3}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var control, cpu1, wall2 []float64
 	for b.Loop() {
-		var wall, cpu [3]time.Duration
-		for k, way := range ways {
+		var wall, cpu [4]time.Duration
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, k := range order {
+			runtime.GC()
 			c0, w0 := cpuTime(b), time.Now()
 			for range reps {
-				way()
+				ways[k]()
 			}
 			wall[k], cpu[k] = time.Since(w0), cpuTime(b)-c0
 		}
-		cpu1 = append(cpu1, float64(cpu[1])/float64(cpu[0]))
-		wall2 = append(wall2, float64(wall[2])/float64(wall[0]))
+		control = append(control, float64(wall[1])/float64(wall[0]))
+		cpu1 = append(cpu1, float64(cpu[2])/float64(cpu[0]))
+		wall2 = append(wall2, float64(wall[3])/float64(wall[0]))
 	}
+	b.ReportMetric(median(control), "direct/direct")
 	b.ReportMetric(median(cpu1), "cpu-pool1/direct")
 	b.ReportMetric(median(wall2), "wall-pool2/direct")
 }
