@@ -93,8 +93,8 @@ func writeChart(path, subtitle string, ss []series) error {
 	p.Y.Label.Text = "calls/s"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = commaTicks{}, commaTicks{}
-	p.Legend.Top, p.Legend.Left = false, false // bottom right: the lines climb from the left
-	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(24), vg.Points(36)
+	p.Legend.Top, p.Legend.Left = true, true // top left: every line starts low
+	p.Legend.XOffs, p.Legend.YOffs = vg.Points(12), -vg.Points(6)
 	p.Add(plotter.NewGrid())
 	for i, s := range ss {
 		xys := make(plotter.XYs, len(s.points))

@@ -43,19 +43,21 @@ const (
 
 // profile is a handler of the catalog the sweep serves.
 type profile struct {
-	name string // short, for the table and the JSON
-	desc string
-	new  func() catalog.Catalog
+	name  string // short, for the table and the JSON
+	desc  string
+	label string // for the chart's legend
+	new   func() catalog.Catalog
 }
 
 // profiles are the sweep's handlers: CPU only, simulated I/O, and trivial
 // calls with a slow tail.
 var profiles = []profile{
-	{name: "cpu", desc: "store.New(10000, 0): trivial, CPU only", new: func() catalog.Catalog { return store.New(products, 0) }},
-	{name: "io5ms", desc: "store.New(10000, 5ms): 5 ms of simulated I/O per call", new: func() catalog.Catalog { return store.New(products, defaultLatency) }},
+	{name: "cpu", desc: "store.New(10000, 0): trivial, CPU only", label: "cpu: trivial calls", new: func() catalog.Catalog { return store.New(products, 0) }},
+	{name: "io5ms", desc: "store.New(10000, 5ms): 5 ms of simulated I/O per call", label: "io5ms: 5 ms of I/O a call", new: func() catalog.Catalog { return store.New(products, defaultLatency) }},
 	{
 		name: "mixed", desc: fmt.Sprintf("store.New(10000, 0), getProduct of ids divisible by %d waits %v: 5%% slow tail", slowEvery, slowDelay),
-		new: func() catalog.Catalog { return slowTail{store.New(products, 0)} },
+		label: fmt.Sprintf("mixed: 1 call in %d waits %v", slowEvery, slowDelay),
+		new:   func() catalog.Catalog { return slowTail{store.New(products, 0)} },
 	},
 }
 
@@ -323,7 +325,7 @@ func runTuning(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("tuning sweep: %w", err)
 	}
 	if o.sweepChart != "" {
-		sub := fmt.Sprintf("%d clients × batches of %d, %v windows; %s", o.plan.tune.clients, o.plan.tune.batch, o.plan.tune.window, m.model)
+		sub := fmt.Sprintf("%d clients × batches of %d, %v windows", o.plan.tune.clients, o.plan.tune.batch, o.plan.tune.window)
 		if err := writeTuningChart(o.sweepChart, sub, cells, chartCap(o.plan.tune)); err != nil {
 			return fmt.Errorf("chart: %w", err)
 		}
@@ -394,13 +396,13 @@ func percent(part, whole uint64) string {
 // at per-batch cap maxConc under the default policy, both axes logarithmic.
 func writeTuningChart(path, subtitle string, cells []cell, maxConc int) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("getProduct calls/s by pool size (WithMaxConcurrency %d, caller-runs)\n%s", maxConc, subtitle)
+	p.Title.Text = fmt.Sprintf("getProduct calls/s by pool size, cap %d, caller-runs\n%s", maxConc, subtitle)
 	p.X.Label.Text = "pool size (WithPoolSize)"
 	p.Y.Label.Text = "calls/s"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = commaTicks{}, commaTicks{}
-	p.Legend.Top, p.Legend.Left = false, false
-	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(24), vg.Points(36)
+	p.Legend.Top, p.Legend.Left = false, false // bottom right, below the cpu line and above the others' start
+	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(48), vg.Points(12)
 	p.Add(plotter.NewGrid())
 	for i, pr := range profiles {
 		var xys plotter.XYs
@@ -420,7 +422,7 @@ func writeTuningChart(path, subtitle string, cells []cell, maxConc int) error {
 		line.Color, line.Width = c, vg.Points(1.5)
 		dots.Color, dots.Shape = c, draw.CircleGlyph{}
 		p.Add(line, dots)
-		p.Legend.Add(pr.desc, line, dots)
+		p.Legend.Add(pr.label, line, dots)
 	}
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
 }
