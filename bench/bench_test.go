@@ -20,6 +20,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/checkinterval"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"go.uber.org/goleak"
@@ -167,11 +168,11 @@ func BenchmarkHundredGetProduct(b *testing.B) {
 	for _, check := range []time.Duration{thrift.ServerConnectivityCheckInterval, 0} {
 		b.Run(fmt.Sprintf("check=%v", check), func(b *testing.B) {
 			defer func(was time.Duration) {
-				if err := setCheckInterval(was); err != nil {
+				if err := checkinterval.Set(was); err != nil {
 					b.Error(err)
 				}
 			}(thrift.ServerConnectivityCheckInterval)
-			if err := setCheckInterval(check); err != nil {
+			if err := checkinterval.Set(check); err != nil {
 				b.Fatal(err)
 			}
 			ctx := context.Background()
@@ -220,11 +221,11 @@ func BenchmarkHundredGetProduct(b *testing.B) {
 //	go test -run XXX -bench StagesOfABatch -benchmem ./bench
 func BenchmarkStagesOfABatch(b *testing.B) {
 	saved := thrift.ServerConnectivityCheckInterval
-	if err := setCheckInterval(0); err != nil {
+	if err := checkinterval.Set(0); err != nil {
 		b.Fatal(err)
 	}
 	defer func() {
-		if err := setCheckInterval(saved); err != nil {
+		if err := checkinterval.Set(saved); err != nil {
 			b.Error(err)
 		}
 	}()

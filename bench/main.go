@@ -30,6 +30,8 @@ import (
 	"runtime/pprof"
 	"slices"
 	"time"
+
+	"github.com/thriftbatch/thriftbatch/internal/checkinterval"
 )
 
 // options are the command's flags.
@@ -150,7 +152,7 @@ func measureAll(ctx context.Context, o *options) (*results, error) {
 	res := &results{plan: o.plan, machine: thisMachine()}
 	figs := make([][]figure, len(scenarios))
 	for _, check := range []time.Duration{0, libraryCheck} {
-		if err := setCheckInterval(check); err != nil {
+		if err := checkinterval.Set(check); err != nil {
 			return nil, err
 		}
 		sweep, err := phase(ctx, o, check, figs)

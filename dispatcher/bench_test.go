@@ -14,75 +14,111 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/dispatcher"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/checkinterval"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
 
-// BenchmarkBatchOfEchoes runs a batch of 1,000 trivial calls (echo) through
-// Dispatcher.Run, against the "direct" baseline: the same processor function
-// run in a loop over an in-memory protocol (wire.Get(kind).Run), which is
-// what the calls would cost with no dispatcher at all.
-func BenchmarkBatchOfEchoes(b *testing.B) {
-	// With its default of 5 ms, thrift.ServerConnectivityCheckInterval makes
-	// the generated code start a goroutine and a ticker for every call, which
-	// dominates the cost of a trivial call and hides what is measured here.
-	// The last sub-benchmark keeps the default, for comparison.
-	saved := thrift.ServerConnectivityCheckInterval
-	setConnectivityCheck(0)
-	defer setConnectivityCheck(saved)
+// echoes is the workload of this file's benchmarks: n echo calls, run either
+// by the same processor function in a loop over an in-memory protocol
+// (direct: what the calls cost with no dispatcher at all) or as one batch
+// through Dispatcher.Run on a pool of a given size.
+type echoes struct {
+	b    *testing.B
+	reqs []*batch.Request
+	fns  map[string]thrift.TProcessorFunction
+}
 
-	ctx := context.Background()
-	const n = 1000
-	fns := testsvc.NewTestProcessor(echoHandler{}).ProcessorMap()
-	reqs := make([]*batch.Request, n)
-	for i := range reqs {
-		reqs[i] = binary.req(b, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprint("text ", i)}, int32(i))
+// newEchoes builds n echo calls, encoded with the binary protocol.
+func newEchoes(b *testing.B, n int) *echoes {
+	e := &echoes{b: b, reqs: make([]*batch.Request, n), fns: testsvc.NewTestProcessor(echoHandler{}).ProcessorMap()}
+	for i := range e.reqs {
+		e.reqs[i] = binary.req(b, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprint("text ", i)}, int32(i))
 	}
+	return e
+}
 
+// direct runs the calls one after the other and keeps a copy of each reply,
+// as the dispatcher does.
+func (e *echoes) direct() {
+	ctx, fn := context.Background(), e.fns["echo"]
+	out := make([][]byte, len(e.reqs))
+	for i, r := range e.reqs {
+		c := wire.Get(wire.Binary)
+		res, err := c.Run(ctx, fn, r.Method, r.Arguments)
+		if err != nil || res.Type != thrift.REPLY {
+			e.b.Fatalf("call %d: %v", i, err)
+		}
+		out[i] = append([]byte(nil), res.Body...)
+		wire.Put(c)
+	}
+}
+
+// dispatch returns a function that runs the calls as one batch on a pool of
+// size workers, closed when the benchmark ends.
+func (e *echoes) dispatch(size int) func() {
+	ctx := context.Background()
+	p, err := pool.New(pool.WithSize(size))
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	e.b.Cleanup(func() { p.Close(ctx) })
+	d, err := dispatcher.New(p)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	batch := dispatcher.Batch{Requests: e.reqs, Functions: e.fns, Protocol: binary.batchProtocol()}
+	return func() {
+		if out, err := d.Run(ctx, batch); err != nil || out[len(out)-1].Error != nil {
+			e.b.Fatalf("Run: %v", err)
+		}
+	}
+}
+
+// setCheck sets thrift.ServerConnectivityCheckInterval for the rest of the
+// benchmark and puts it back at the end. With its default of 5 ms the
+// generated code starts a goroutine and a ticker for every call, which
+// dominates the cost of a trivial call and hides what is measured here.
+func setCheck(b *testing.B, d time.Duration) {
+	saved := thrift.ServerConnectivityCheckInterval
+	if err := checkinterval.Set(d); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := checkinterval.Set(saved); err != nil {
+			b.Error(err)
+		}
+	})
+}
+
+// BenchmarkBatchOfEchoes runs a batch of 1,000 trivial calls (echo) through
+// Dispatcher.Run, against the direct loop. The last sub-benchmark keeps the
+// library's connectivity check, for comparison.
+func BenchmarkBatchOfEchoes(b *testing.B) {
+	check := thrift.ServerConnectivityCheckInterval
+	setCheck(b, 0)
+	e := newEchoes(b, 1000)
 	b.Run("direct", func(b *testing.B) {
 		b.ReportAllocs()
-		fn := fns["echo"]
 		for b.Loop() {
-			out := make([][]byte, n)
-			for i, r := range reqs {
-				c := wire.Get(wire.Binary)
-				res, err := c.Run(ctx, fn, r.Method, r.Arguments)
-				if err != nil || res.Type != thrift.REPLY {
-					b.Fatalf("call %d: %v", i, err)
-				}
-				out[i] = append([]byte(nil), res.Body...)
-				wire.Put(c)
-			}
+			e.direct()
 		}
 	})
 	for _, tc := range []struct {
 		size     int
 		interval time.Duration
-	}{{1, 0}, {2, 0}, {2, saved}} {
+	}{{1, 0}, {2, 0}, {2, check}} {
 		name := fmt.Sprintf("Dispatcher.Run/pool=%d", tc.size)
 		if tc.interval != 0 {
 			name += fmt.Sprintf("/connectivity-check=%v", tc.interval)
 		}
-		size := tc.size
 		b.Run(name, func(b *testing.B) {
-			setConnectivityCheck(tc.interval)
-			p, err := pool.New(pool.WithSize(size))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close(ctx)
-			d, err := dispatcher.New(p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			batch := dispatcher.Batch{Requests: reqs, Functions: fns, Protocol: binary.batchProtocol()}
+			setCheck(b, tc.interval)
+			run := e.dispatch(tc.size)
 			b.ReportAllocs()
 			for b.Loop() {
-				out, err := d.Run(ctx, batch)
-				if err != nil || out[n-1].Error != nil {
-					b.Fatalf("Run: %v", err)
-				}
+				run()
 			}
 		})
 	}
@@ -101,48 +137,10 @@ func BenchmarkBatchOfEchoes(b *testing.B) {
 //
 //	go test -run XXX -bench DispatcherAgainstDirect -benchtime 40x ./dispatcher
 func BenchmarkDispatcherAgainstDirect(b *testing.B) {
-	saved := thrift.ServerConnectivityCheckInterval
-	setConnectivityCheck(0)
-	defer setConnectivityCheck(saved)
-
-	ctx := context.Background()
-	const n, reps = 1000, 20
-	fns := testsvc.NewTestProcessor(echoHandler{}).ProcessorMap()
-	reqs := make([]*batch.Request, n)
-	for i := range reqs {
-		reqs[i] = binary.req(b, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprint("text ", i)}, int32(i))
-	}
-	direct := func() {
-		fn := fns["echo"]
-		out := make([][]byte, n)
-		for i, r := range reqs {
-			c := wire.Get(wire.Binary)
-			res, err := c.Run(ctx, fn, r.Method, r.Arguments)
-			if err != nil || res.Type != thrift.REPLY {
-				b.Fatalf("call %d: %v", i, err)
-			}
-			out[i] = append([]byte(nil), res.Body...)
-			wire.Put(c)
-		}
-	}
-	dispatch := func(size int) func() {
-		p, err := pool.New(pool.WithSize(size))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Close(ctx) })
-		d, err := dispatcher.New(p)
-		if err != nil {
-			b.Fatal(err)
-		}
-		batch := dispatcher.Batch{Requests: reqs, Functions: fns, Protocol: binary.batchProtocol()}
-		return func() {
-			if out, err := d.Run(ctx, batch); err != nil || out[n-1].Error != nil {
-				b.Fatalf("Run: %v", err)
-			}
-		}
-	}
-	ways := []func(){direct, direct, dispatch(1), dispatch(2)}
+	setCheck(b, 0)
+	const reps = 20
+	e := newEchoes(b, 1000)
+	ways := []func(){e.direct, e.direct, e.dispatch(1), e.dispatch(2)}
 	order := []int{0, 1, 2, 3}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var control, cpu1, wall2 []float64
@@ -175,25 +173,14 @@ func cpuTime(tb testing.TB) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// median returns the middle of xs, or the mean of the two middle values.
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
+	s := slices.Sorted(slices.Values(xs))
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// setConnectivityCheck sets thrift.ServerConnectivityCheckInterval. The
-// generated code reads the variable a second time in the goroutine it starts,
-// and time.NewTicker panics on 0: lowering it to 0 while such goroutines have
-// yet to run would crash them, so it lets them run first.
-func setConnectivityCheck(d time.Duration) {
-	if d == 0 && thrift.ServerConnectivityCheckInterval != 0 {
-		time.Sleep(20 * time.Millisecond)
-	}
-	thrift.ServerConnectivityCheckInterval = d
 }
