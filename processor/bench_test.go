@@ -1,14 +1,12 @@
 package processor_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
 	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
-	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
 
@@ -19,7 +17,6 @@ import (
 //
 //	go test -run XXX -bench MultiplexedFunctions ./processor
 func BenchmarkMultiplexedFunctions(b *testing.B) {
-	ctx := context.Background()
 	for _, services := range []int{1, 10} {
 		mux := thrift.NewTMultiplexedProcessor()
 		for i := range services {
@@ -35,20 +32,11 @@ func BenchmarkMultiplexedFunctions(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("services=%d/batch-of-one", services), func(b *testing.B) {
 			p := newProcessor(b, mux)
-			args, err := wire.Encode(ctx, wire.Binary, nil, &testsvc.TestEchoArgs{Text: "hi"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			call := &batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: []*batch.Request{{Method: "Svc0:echo", Arguments: args}}}}
+			req := &batch.BatchRequest{Requests: []*batch.Request{arg(b, "Svc0:echo", &testsvc.TestEchoArgs{Text: "hi"})}}
 			b.ReportAllocs()
 			for b.Loop() {
-				out, ok, err := roundTrip(b, p, func(w thrift.TProtocol) {
-					w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 1)
-					call.Write(ctx, w)
-					w.WriteMessageEnd(ctx)
-				})
-				if !ok || err != nil || out.Len() == 0 {
-					b.Fatalf("Process = %v, %v", ok, err)
+				if res := sendBatch(b, p, req); res == nil || res.GetSuccess().Responses[0].Error != nil {
+					b.Fatalf("batch: %v", res)
 				}
 			}
 		})

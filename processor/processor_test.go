@@ -131,80 +131,57 @@ func TestProcessorMapAddsExecuteBatchAndAddToProcessorMapReachesBatches(t *testi
 		t.Fatal("ProcessorMap wrote executeBatch into the inner processor's map")
 	}
 	// A function added through the wrapper is what the next batch calls.
-	p.AddToProcessorMap("shout", thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seq int32, in, out thrift.TProtocol) (bool, thrift.TException) {
+	p.AddToProcessorMap("shout", shout("shout"))
+	if got, code := echoInBatch(t, p, "shout", "quiet"); got != "QUIET" {
+		t.Fatalf("the added function answered %q (code %d), want QUIET", got, code)
+	}
+}
+
+// shout is a processor function for echo that answers its text in upper
+// case under the name reply, as one installed with AddToProcessorMap at run
+// time would.
+func shout(reply string) thrift.TProcessorFunction {
+	return thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seq int32, in, out thrift.TProtocol) (bool, thrift.TException) {
 		var args testsvc.TestEchoArgs
-		args.Read(ctx, in)
+		if err := args.Read(ctx, in); err != nil {
+			return false, thrift.WrapTException(err)
+		}
 		in.ReadMessageEnd(ctx)
-		out.WriteMessageBegin(ctx, "shout", thrift.REPLY, seq)
+		out.WriteMessageBegin(ctx, reply, thrift.REPLY, seq)
 		s := strings.ToUpper(args.Text)
 		(&testsvc.TestEchoResult{Success: &s}).Write(ctx, out)
 		out.WriteMessageEnd(ctx)
 		return true, nil
-	}})
-	arg, _ := wire.Encode(context.Background(), wire.Binary, nil, &testsvc.TestEchoArgs{Text: "quiet"})
-	out, ok, err := roundTrip(t, p, func(w thrift.TProtocol) {
-		ctx := context.Background()
-		w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 7)
-		(&batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: []*batch.Request{{Method: "shout", Arguments: arg}}}}).Write(ctx, w)
-		w.WriteMessageEnd(ctx)
-	})
-	if !ok || err != nil {
-		t.Fatalf("Process = %v, %v", ok, err)
+	}}
+}
+
+// echoInBatch sends a batch of one echo of text, named method, through p and
+// returns the text echoed, or the code of the call's error.
+func echoInBatch(t *testing.T, p *processor.Processor, method, text string) (string, int32) {
+	t.Helper()
+	res := sendBatch(t, p, &batch.BatchRequest{Requests: []*batch.Request{arg(t, method, &testsvc.TestEchoArgs{Text: text})}})
+	if res == nil || res.GetSuccess() == nil {
+		t.Fatalf("batch of %s: no responses: %v", method, res)
 	}
-	r := thrift.NewTBinaryProtocolConf(out, nil)
-	if _, _, seq, err := r.ReadMessageBegin(context.Background()); err != nil || seq != 7 {
-		t.Fatalf("reply header: seq %d, %v", seq, err)
-	}
-	var res batch.BatchServiceExecuteBatchResult
-	if err := res.Read(context.Background(), r); err != nil {
-		t.Fatal(err)
+	resp := res.GetSuccess().Responses[0]
+	if resp.Error != nil {
+		return "", resp.Error.Type
 	}
 	var echoed testsvc.TestEchoResult
-	if err := wire.Decode(context.Background(), wire.Binary, res.GetSuccess().Responses[0].Reply, &echoed); err != nil || echoed.GetSuccess() != "QUIET" {
-		t.Fatalf("the added function answered %q, %v", echoed.GetSuccess(), err)
+	if err := wire.Decode(context.Background(), wire.Binary, resp.Reply, &echoed); err != nil {
+		t.Fatal(err)
 	}
+	return echoed.GetSuccess(), 0
 }
 
 // TestMultiplexedFunctionsFollowRegistrationAndReplacement: the functions a
 // Processor keeps for a TMultiplexedProcessor find a service registered after
 // batches have been served, and a function replaced through the Processor.
 func TestMultiplexedFunctionsFollowRegistrationAndReplacement(t *testing.T) {
-	ctx := context.Background()
 	mux := thrift.NewTMultiplexedProcessor()
 	mux.RegisterProcessor("First", testsvc.NewTestProcessor(echo{}))
 	p := newProcessor(t, mux)
-	echoIn := func(method string) (string, int32) {
-		t.Helper()
-		arg, err := wire.Encode(ctx, wire.Binary, nil, &testsvc.TestEchoArgs{Text: "quiet"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, ok, terr := roundTrip(t, p, func(w thrift.TProtocol) {
-			w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 1)
-			(&batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: []*batch.Request{{Method: method, Arguments: arg}}}}).Write(ctx, w)
-			w.WriteMessageEnd(ctx)
-		})
-		if !ok || terr != nil {
-			t.Fatalf("Process = %v, %v", ok, terr)
-		}
-		r := thrift.NewTBinaryProtocolConf(out, nil)
-		if _, _, _, err := r.ReadMessageBegin(ctx); err != nil {
-			t.Fatal(err)
-		}
-		var res batch.BatchServiceExecuteBatchResult
-		if err := res.Read(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		resp := res.GetSuccess().Responses[0]
-		if resp.Error != nil {
-			return "", resp.Error.Type
-		}
-		var echoed testsvc.TestEchoResult
-		if err := wire.Decode(ctx, wire.Binary, resp.Reply, &echoed); err != nil {
-			t.Fatal(err)
-		}
-		return echoed.GetSuccess(), 0
-	}
+	echoIn := func(method string) (string, int32) { t.Helper(); return echoInBatch(t, p, method, "quiet") }
 
 	if got, code := echoIn("First:echo"); got != "quiet" {
 		t.Fatalf("First:echo = %q (code %d), want quiet", got, code)
@@ -216,16 +193,7 @@ func TestMultiplexedFunctionsFollowRegistrationAndReplacement(t *testing.T) {
 	if got, code := echoIn("Second:echo"); got != "quiet" {
 		t.Errorf("Second:echo after Second is registered = %q (code %d), want quiet", got, code)
 	}
-	p.AddToProcessorMap("First:echo", thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seq int32, in, out thrift.TProtocol) (bool, thrift.TException) {
-		var args testsvc.TestEchoArgs
-		args.Read(ctx, in)
-		in.ReadMessageEnd(ctx)
-		out.WriteMessageBegin(ctx, "echo", thrift.REPLY, seq)
-		s := strings.ToUpper(args.Text)
-		(&testsvc.TestEchoResult{Success: &s}).Write(ctx, out)
-		out.WriteMessageEnd(ctx)
-		return true, nil
-	}})
+	p.AddToProcessorMap("First:echo", shout("echo"))
 	if got, code := echoIn("First:echo"); got != "QUIET" {
 		t.Errorf("First:echo after AddToProcessorMap = %q (code %d), want QUIET", got, code)
 	}

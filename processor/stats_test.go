@@ -84,7 +84,7 @@ func open(t *testing.T, inner thrift.TProcessor, opts ...processor.Option) *proc
 }
 
 // arg encodes a call's arguments with the binary protocol sendBatch uses.
-func arg(t *testing.T, method string, args thrift.TStruct) *batch.Request {
+func arg(t testing.TB, method string, args thrift.TStruct) *batch.Request {
 	t.Helper()
 	b, err := wire.Encode(context.Background(), wire.Binary, nil, args)
 	if err != nil {
@@ -95,12 +95,13 @@ func arg(t *testing.T, method string, args thrift.TStruct) *batch.Request {
 
 // sendBatch passes req through p.Process in memory, as a server would, and
 // returns the decoded result: a BatchResponse or a BatchError.
-func sendBatch(t *testing.T, p *processor.Processor, req *batch.BatchRequest) *batch.BatchServiceExecuteBatchResult {
+func sendBatch(t testing.TB, p *processor.Processor, req *batch.BatchRequest) *batch.BatchServiceExecuteBatchResult {
 	t.Helper()
 	ctx := context.Background()
 	in, out := thrift.NewTMemoryBuffer(), thrift.NewTMemoryBuffer()
 	w := thrift.NewTBinaryProtocolConf(in, nil)
-	w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 1)
+	const seq = 7
+	w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, seq)
 	(&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(ctx, w)
 	w.WriteMessageEnd(ctx)
 	if ok, err := p.Process(ctx, thrift.NewTBinaryProtocolConf(in, nil), thrift.NewTBinaryProtocolConf(out, nil)); !ok {
@@ -108,8 +109,8 @@ func sendBatch(t *testing.T, p *processor.Processor, req *batch.BatchRequest) *b
 		return nil
 	}
 	r := thrift.NewTBinaryProtocolConf(out, nil)
-	if _, typ, _, err := r.ReadMessageBegin(ctx); err != nil || typ != thrift.REPLY {
-		t.Errorf("answer header: type %v, %v; want a REPLY", typ, err)
+	if _, typ, gotSeq, err := r.ReadMessageBegin(ctx); err != nil || typ != thrift.REPLY || gotSeq != seq {
+		t.Errorf("answer header: type %v, seqid %d, %v; want a REPLY with seqid %d", typ, gotSeq, err, seq)
 		return nil
 	}
 	var res batch.BatchServiceExecuteBatchResult
