@@ -47,8 +47,9 @@ type Processor struct {
 
 	// mux is inner when it is a TMultiplexedProcessor, whose ProcessorMap
 	// builds a new map of every service's functions on each call; muxFns
-	// keeps the last one built, with the generation it was built in;
-	// AddToProcessorMap starts a new generation. See functions.
+	// keeps the last one built, with the generation it was built in, and is
+	// used only in that generation; AddToProcessorMap starts a new one. See
+	// functions.
 	mux    *thrift.TMultiplexedProcessor
 	muxFns atomic.Pointer[muxFunctions]
 	muxGen atomic.Uint64
@@ -269,15 +270,11 @@ func (p *Processor) functions(requests []*batch.Request) map[string]thrift.TProc
 	if m := p.muxFns.Load(); m != nil && m.gen == gen && holds(m.fns, requests) {
 		return m.fns
 	}
-	m := &muxFunctions{fns: p.mux.ProcessorMap(), gen: gen}
 	// A map built before a concurrent AddToProcessorMap carries the older
-	// generation and is used once, never kept in place of a newer one.
-	for {
-		old := p.muxFns.Load()
-		if old != nil && old.gen > gen || p.muxFns.CompareAndSwap(old, m) {
-			return m.fns
-		}
-	}
+	// generation, so the next batch builds another instead of using it.
+	m := &muxFunctions{fns: p.mux.ProcessorMap(), gen: gen}
+	p.muxFns.Store(m)
+	return m.fns
 }
 
 // holds reports whether fns has a function for every request's method.
