@@ -65,9 +65,9 @@ type Codecs struct {
 	zstdR    sync.Pool // *zstd.Decoder, synchronous (no goroutines of its own)
 
 	gzipLevel int
-	gzipW     sync.Pool // *gzip.Writer
+	gzipW     sync.Pool // *deflater over a *gzip.Writer
 	gzipR     sync.Pool // *gzip.Reader
-	zlibW     sync.Pool // *zlib.Writer
+	zlibW     sync.Pool // *deflater over a *zlib.Writer
 	zlibR     sync.Pool // io.ReadCloser that is also a zlib.Resetter
 }
 
@@ -87,10 +87,11 @@ func WithMaxDecodedSize(n int) Option {
 }
 
 // WithZstdLevel sets the zstd encoder level. The default is
-// zstd.SpeedFastest: on a batch of 1,000 catalog replies (go run ./bench) it
-// made output 1.26 times the size of the standard library's zlib at its
-// default level, 4.7 to 5.8 times as fast; zstd.SpeedDefault made 1.12 times
-// the size, 3.2 to 3.8 times as fast.
+// zstd.SpeedFastest: on a batch of 1,000 catalog replies (go run ./bench
+// -run codecs, across this project's runs) it made output 1.26 times the size
+// of the standard library's zlib at its default level, 4.6 to 5.9 times as
+// fast; zstd.SpeedDefault made 1.12 times the size, 3.2 to 4.0 times as fast;
+// zstd.SpeedBetterCompression 1.06 times the size, 2.2 to 2.8 times as fast.
 func WithZstdLevel(l zstd.EncoderLevel) Option {
 	return func(c *config) { c.zstdLevel = l }
 }
@@ -208,7 +209,8 @@ func (c *Codecs) zstdEncode(dst, src []byte) ([]byte, error) {
 
 // Encode appends src compressed with codec to dst and returns the result. It
 // costs one pass of the codec over src and, for gzip and zlib, no allocation
-// beyond the output once the pooled writers are warm. A zstd Encode waits
+// beyond the output once the pooled writers are warm (go test -bench
+// 'Encode/(GZIP|ZLIB)' -benchmem ./compress). A zstd Encode waits
 // for an encoder while GOMAXPROCS others are compressing.
 func (c *Codecs) Encode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 	switch codec {
@@ -219,26 +221,15 @@ func (c *Codecs) Encode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 	case batch.Codec_S2:
 		return appendBlock(dst, src, s2.Encode), nil
 	case batch.Codec_GZIP:
-		buf := bytes.NewBuffer(dst)
-		w, _ := c.gzipW.Get().(*gzip.Writer)
-		if w == nil {
-			// The level was validated in New.
-			w, _ = gzip.NewWriterLevel(buf, c.gzipLevel)
-		} else {
-			w.Reset(buf)
-		}
-		defer c.gzipW.Put(w)
-		return finish(buf, w, src)
+		return c.deflate(&c.gzipW, dst, src, func(w io.Writer) resetWriter {
+			z, _ := gzip.NewWriterLevel(w, c.gzipLevel) // the level was validated in New
+			return z
+		})
 	case batch.Codec_ZLIB:
-		buf := bytes.NewBuffer(dst)
-		w, _ := c.zlibW.Get().(*zlib.Writer)
-		if w == nil {
-			w, _ = zlib.NewWriterLevel(buf, c.gzipLevel)
-		} else {
-			w.Reset(buf)
-		}
-		defer c.zlibW.Put(w)
-		return finish(buf, w, src)
+		return c.deflate(&c.zlibW, dst, src, func(w io.Writer) resetWriter {
+			z, _ := zlib.NewWriterLevel(w, c.gzipLevel)
+			return z
+		})
 	}
 	return dst, fmt.Errorf("%w: %s", ErrUnsupportedCodec, Name(codec))
 }
@@ -254,14 +245,38 @@ func appendBlock(dst, src []byte, encode func(dst, src []byte) []byte) []byte {
 	return append(dst, encode(nil, src)...)
 }
 
-func finish(buf *bytes.Buffer, w io.WriteCloser, src []byte) ([]byte, error) {
-	if _, err := w.Write(src); err != nil {
+// resetWriter is a gzip or zlib writer.
+type resetWriter interface {
+	io.WriteCloser
+	Reset(io.Writer)
+}
+
+// deflater is a pooled gzip or zlib writer with the buffer it writes to, so
+// that an Encode allocates nothing but its output.
+type deflater struct {
+	w   resetWriter
+	buf bytes.Buffer
+}
+
+// deflate compresses src onto dst with a deflater from pool, made by
+// newWriter when the pool is empty.
+func (c *Codecs) deflate(pool *sync.Pool, dst, src []byte, newWriter func(io.Writer) resetWriter) ([]byte, error) {
+	d, _ := pool.Get().(*deflater)
+	if d == nil {
+		d = &deflater{}
+		d.w = newWriter(&d.buf)
+	}
+	defer pool.Put(d)
+	d.buf = *bytes.NewBuffer(dst)
+	defer func() { d.buf = bytes.Buffer{} }() // the pool must not hold the output
+	d.w.Reset(&d.buf)
+	if _, err := d.w.Write(src); err != nil {
 		return nil, err
 	}
-	if err := w.Close(); err != nil {
+	if err := d.w.Close(); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return d.buf.Bytes(), nil
 }
 
 // Decode appends the decompressed src to dst and returns the result. It fails
