@@ -166,6 +166,17 @@ func (e *env) shops(ctx context.Context, srv *server, n int) ([]*shop, error) {
 	return shops, e.keep(cs, err)
 }
 
+// shopAndBatchClient opens a generated client and a plain batch client on
+// the scenario's server, a connection each.
+func (e *env) shopAndBatchClient(ctx context.Context) (*shop, *client.Client, error) {
+	sh, err := e.shop(ctx, e.srv)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := e.batchClient(ctx, e.srv)
+	return sh, c, err
+}
+
 // batchClients opens n plain batch clients on srv, a connection each.
 func (e *env) batchClients(ctx context.Context, srv *server, n int) ([]*client.Client, error) {
 	cs, clients, err := srv.batchClients(ctx, n)
@@ -176,11 +187,7 @@ func (e *env) batchClients(ctx context.Context, srv *server, n int) ([]*client.C
 // calls in one batch on another; and, for scale, ÷ the hand-written bulk
 // method, the most that one round trip carrying these products reaches.
 func batchVsSequential(ctx context.Context, e *env) ([]figure, error) {
-	sh, err := e.shop(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	c, err := e.batchClient(ctx, e.srv)
+	sh, c, err := e.shopAndBatchClient(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -428,11 +435,7 @@ func perCallCost(ctx context.Context, e *env) ([]figure, error) {
 // allocations counts the heap allocations of the process per call, in
 // batches of 100 and, for context, one by one.
 func allocations(ctx context.Context, e *env) ([]figure, error) {
-	sh, err := e.shop(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	c, err := e.batchClient(ctx, e.srv)
+	sh, c, err := e.shopAndBatchClient(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -28,11 +28,7 @@ type point struct {
 // (n goroutines), and as one getProducts of n ids, interleaved round by
 // round.
 func sweep(ctx context.Context, e *env) ([]series, error) {
-	sh, err := e.shop(ctx, e.srv)
-	if err != nil {
-		return nil, err
-	}
-	c, err := e.batchClient(ctx, e.srv)
+	sh, c, err := e.shopAndBatchClient(ctx)
 	if err != nil {
 		return nil, err
 	}
