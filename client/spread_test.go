@@ -23,27 +23,49 @@ func busy(d time.Duration) {
 }
 
 func TestSpreadCallsEveryIndexOnce(t *testing.T) {
+	// Helpers need a second processor.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
 	for _, tc := range []struct {
-		name string
-		n    int
-		per  time.Duration
+		name   string
+		n      int
+		per    time.Duration
+		shared bool // whether the calls must run on more than the caller
 	}{
-		{"no calls", 0, 0},
-		{"fewer calls than the probe", spreadProbe - 1, 0},
-		{"quick calls stay on the caller", 1000, 0},
-		{"slow calls are shared", 200, 30 * time.Microsecond},
-		{"a count that is not a multiple of the chunk", 8*spreadChunk + 3, 30 * time.Microsecond},
+		{"no calls", 0, 0, false},
+		{"fewer calls than the probe", spreadProbe - 1, 30 * time.Microsecond, false},
+		{"quick calls stay on the caller", 100, 0, false},
+		{"slow calls are shared", 200, 30 * time.Microsecond, true},
+		{"a count that is not a multiple of the chunk", 8*spreadChunk + 3, 30 * time.Microsecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			caller := goroutineID()
 			seen := make([]atomic.Int32, tc.n)
+			on := make([]string, tc.n)
 			spread(tc.n, func(i int) {
-				busy(tc.per)
+				if tc.per > 0 {
+					busy(tc.per)
+				}
 				seen[i].Add(1)
+				// Past the probe, which decides, so that reading the
+				// goroutine's identity does not make quick calls slow.
+				if i >= spreadProbe || tc.per > 0 {
+					on[i] = goroutineID()
+				}
 			})
+			goroutines := map[string]bool{}
 			for i := range seen {
 				if got := seen[i].Load(); got != 1 {
 					t.Errorf("index %d called %d times, want once", i, got)
 				}
+				if on[i] != "" {
+					goroutines[on[i]] = true
+				}
+			}
+			switch {
+			case tc.shared && len(goroutines) < 2:
+				t.Errorf("the calls ran on %d goroutine(s), want the caller and a helper", len(goroutines))
+			case !tc.shared && (len(goroutines) > 1 || len(goroutines) == 1 && !goroutines[caller]):
+				t.Errorf("the calls ran on goroutines %v, want the caller's (%s) only", goroutines, caller)
 			}
 		})
 	}
