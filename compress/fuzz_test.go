@@ -3,21 +3,17 @@ package compress_test
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/thriftbatch/thriftbatch/internal/bombs"
+	"github.com/thriftbatch/thriftbatch/internal/seedcorpus"
 
 	"github.com/klauspost/compress/s2"
 
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
 )
-
-var updateSeeds = flag.Bool("update-seeds", false, "rewrite the seed corpus of the fuzz targets in testdata/fuzz")
 
 // fuzzLimit is the decode limit of the fuzz target: small, so that a bomb
 // the fuzzer finds costs little, and large enough for every seed.
@@ -161,22 +157,8 @@ func mustEncode(t testing.TB, c *compress.Codecs, codec batch.Codec, src []byte)
 // above, which go test runs as regular tests; -update-seeds rewrites them.
 // Entries the fuzzer added (crashers) are left alone.
 func TestFuzzSeedCorpus(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
 	for _, s := range seeds(t) {
 		want := []byte(fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", codecByte(s.codec), s.data))
-		path := filepath.Join(dir, "seed-"+s.name)
-		if *updateSeeds {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%s is missing or stale (%v); run go test -run TestFuzzSeedCorpus -update-seeds", path, err)
-		}
+		seedcorpus.Check(t, "FuzzDecode", s.name, want)
 	}
 }

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,12 +13,11 @@ import (
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/dispatcher"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/seedcorpus"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/processor"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
-
-var updateSeeds = flag.Bool("update-seeds", false, "rewrite the seed corpus of the fuzz targets in testdata/fuzz")
 
 // fuzzHandler implements testsvc.Test without sleeping, allocating by the
 // client's numbers or panicking outside a batch, so that whatever goes
@@ -295,24 +291,10 @@ func processSeeds(t testing.TB) map[string][2][]byte {
 // above, which go test runs as regular tests; -update-seeds rewrites them.
 // Entries the fuzzer added (crashers) are left alone.
 func TestFuzzSeedCorpus(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzProcess")
 	for name, s := range processSeeds(t) {
 		for k, data := range s {
 			want := []byte(fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", uint8(k), data))
-			path := filepath.Join(dir, fmt.Sprintf("seed-%s-%s", fuzzProtocols[k].kind, name))
-			if *updateSeeds {
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, want, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				continue
-			}
-			got, err := os.ReadFile(path)
-			if err != nil || !bytes.Equal(got, want) {
-				t.Errorf("%s is missing or stale (%v); run go test -run TestFuzzSeedCorpus -update-seeds", path, err)
-			}
+			seedcorpus.Check(t, "FuzzProcess", fmt.Sprintf("%s-%s", fuzzProtocols[k].kind, name), want)
 		}
 	}
 }

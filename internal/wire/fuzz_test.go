@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,11 +12,10 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/seedcorpus"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
-
-var updateSeeds = flag.Bool("update-seeds", false, "rewrite the seed corpus of the fuzz targets in testdata/fuzz")
 
 // sampleBatch is a BatchRequest with every field set: the known-good input
 // decoded after every fuzz input, to show that a failed decode leaves
@@ -195,7 +191,7 @@ func fuzzSeeds(t testing.TB) []fuzzSeed {
 // the seeds above, which go test runs as regular tests; -update-seeds
 // rewrites them. Entries the fuzzer added (crashers) are left alone.
 func TestFuzzSeedCorpus(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeBatchRequest")
+	const target = "FuzzDecodeBatchRequest"
 	for _, s := range fuzzSeeds(t) {
 		codecIndex := -1
 		for i, c := range compress.Supported {
@@ -204,19 +200,6 @@ func TestFuzzSeedCorpus(t *testing.T) {
 			}
 		}
 		want := []byte(fmt.Sprintf("go test fuzz v1\nbyte(%q)\nbyte(%q)\n[]byte(%q)\n", uint8(s.kind), uint8(codecIndex), s.data))
-		path := filepath.Join(dir, "seed-"+s.name)
-		if *updateSeeds {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%s is missing or stale (%v); run go test -run TestFuzzSeedCorpus -update-seeds", path, err)
-		}
+		seedcorpus.Check(t, target, s.name, want)
 	}
 }
