@@ -20,6 +20,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/processor"
@@ -258,13 +259,9 @@ func TestLogStatsLogsEveryIntervalUntilStopped(t *testing.T) {
 	stop := logStats(func() processor.Stats {
 		return processor.Stats{Pool: pool.Stats{Capacity: 3, Batches: uint64(asked.Add(1))}}
 	}, time.Millisecond, zerolog.New(&buf))
-	deadline := time.Now().Add(10 * time.Second)
-	for countLines(buf.String(), statsMessage) < 3 {
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("fewer than 3 stats lines 10 s after start:\n%s", buf.String())
-		}
-		time.Sleep(time.Millisecond)
+	if !poll.Until(10*time.Second, func() bool { return countLines(buf.String(), statsMessage) >= 3 }) {
+		stop()
+		t.Fatalf("fewer than 3 stats lines 10 s after start:\n%s", buf.String())
 	}
 	stop()
 	n := countLines(buf.String(), statsMessage)
@@ -286,14 +283,10 @@ func TestServeLogsStatsEveryIntervalAndStopsWithTheServer(t *testing.T) {
 	go func() {
 		exit <- run(ctx, []string{"-addr", "127.0.0.1:0", "-products", "5", "-stats-interval", "5ms", "-pool-size", "7"}, io.Discard, &stderr)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for countLines(stderr.String(), statsMessage) < 2 {
-		if time.Now().After(deadline) {
-			cancel()
-			<-exit
-			t.Fatalf("fewer than 2 stats lines within 10 s:\n%s", stderr.String())
-		}
-		time.Sleep(time.Millisecond)
+	if !poll.Until(10*time.Second, func() bool { return countLines(stderr.String(), statsMessage) >= 2 }) {
+		cancel()
+		<-exit
+		t.Fatalf("fewer than 2 stats lines within 10 s:\n%s", stderr.String())
 	}
 	cancel()
 	select {
@@ -352,12 +345,9 @@ func TestTuningFlagsReachTheProcessor(t *testing.T) {
 			if _, err := pool.Run(context.Background(), p.Pool(), 4, 0, func(i int) int { return i }); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for s := p.Stats().Pool; s.Idle != 0 || s.Running != 0; s = p.Stats().Pool {
-				if time.Now().After(deadline) {
-					t.Fatalf("idle workers still alive 10 s after a batch, with a 5 ms expiry: %+v", s)
-				}
-				time.Sleep(time.Millisecond)
+			var s pool.Stats
+			if !poll.Until(10*time.Second, func() bool { s = p.Stats().Pool; return s.Idle == 0 && s.Running == 0 }) {
+				t.Fatalf("idle workers still alive 10 s after a batch, with a 5 ms expiry: %+v", s)
 			}
 		}},
 		{"-overload reject", []string{"-overload", "reject", "-pool-size", "1"}, 0, func(t *testing.T, p *processor.Processor) {

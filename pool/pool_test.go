@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/pool"
 )
 
@@ -718,10 +719,7 @@ func TestRunningCountsBusyWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The helpers have returned; give ants a moment to park its workers.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) && (p.Running() != 0 || p.Free() != 4) {
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(time.Second, func() bool { return p.Running() == 0 && p.Free() == 4 })
 	if r, f := p.Running(), p.Free(); r != 0 || f != 4 {
 		t.Errorf("idle pool after a batch: Running() = %d, Free() = %d; want 0, 4 (no helper is running)", r, f)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/pool"
 )
 
@@ -77,17 +78,11 @@ func (b *blocked) wait(t *testing.T) *pool.Results[int] {
 // last snapshot after statsBound.
 func waitStats(t *testing.T, p *pool.Pool, what string, cond func(pool.Stats) bool) pool.Stats {
 	t.Helper()
-	deadline := time.Now().Add(statsBound)
-	for {
-		s := p.Stats()
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v; Stats() = %+v", what, statsBound, s)
-		}
-		time.Sleep(time.Millisecond)
+	var s pool.Stats
+	if !poll.Until(statsBound, func() bool { s = p.Stats(); return cond(s) }) {
+		t.Fatalf("%s: not after %v; Stats() = %+v", what, statsBound, s)
 	}
+	return s
 }
 
 // idle reports whether no call or batch is running on the pool.

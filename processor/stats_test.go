@@ -10,6 +10,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/dispatcher"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/processor"
@@ -143,17 +144,11 @@ func await(t *testing.T, done <-chan *batch.BatchServiceExecuteBatchResult) *bat
 // snapshot after statsBound.
 func waitStats(t *testing.T, p *processor.Processor, what string, cond func(processor.Stats) bool) processor.Stats {
 	t.Helper()
-	deadline := time.Now().Add(statsBound)
-	for {
-		s := p.Stats()
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v; Stats() = %+v", what, statsBound, s)
-		}
-		time.Sleep(time.Millisecond)
+	var s processor.Stats
+	if !poll.Until(statsBound, func() bool { s = p.Stats(); return cond(s) }) {
+		t.Fatalf("%s: not after %v; Stats() = %+v", what, statsBound, s)
 	}
+	return s
 }
 
 func TestStatsRefusedCountsBatchErrors(t *testing.T) {

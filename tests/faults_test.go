@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/processor"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
@@ -197,17 +198,14 @@ func TestClientGoneWithoutConnectivityCheck(t *testing.T) {
 // waitIdle waits until proc has no batch and no call in flight.
 func waitIdle(t *testing.T, proc *processor.Processor) processor.Stats {
 	t.Helper()
-	deadline := time.Now().Add(waitBound)
-	for {
-		s := proc.Stats()
-		if s.BatchesInFlight == 0 && s.Pool.BatchesInFlight == 0 && s.Pool.CallsInFlight == 0 {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the processor is not idle: %+v", s)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var s processor.Stats
+	if !poll.Until(waitBound, func() bool {
+		s = proc.Stats()
+		return s.BatchesInFlight == 0 && s.Pool.BatchesInFlight == 0 && s.Pool.CallsInFlight == 0
+	}) {
+		t.Fatalf("the processor is not idle: %+v", s)
 	}
+	return s
 }
 
 // hangingHandler is the tests' handler whose sleepy calls ignore their

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/processor"
@@ -136,13 +137,8 @@ func TestBatchesInFlightDuringAResizeAreAllAnswered(t *testing.T) {
 			if s.Pool.QueueWait <= 0 {
 				t.Errorf("QueueWait = %v after %d batches", s.Pool.QueueWait, s.Pool.Batches)
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for s.Pool.Running != 0 || s.Pool.CallsInFlight != 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("workers still running 10 s after the last answer: %+v", s.Pool)
-				}
-				time.Sleep(time.Millisecond)
-				s = proc.Stats()
+			if !poll.Until(10*time.Second, func() bool { s = proc.Stats(); return s.Pool.Running == 0 && s.Pool.CallsInFlight == 0 }) {
+				t.Fatalf("workers still running 10 s after the last answer: %+v", s.Pool)
 			}
 			if s.Pool.Free != s.Pool.Capacity {
 				t.Errorf("Free = %d on an idle pool of %d", s.Pool.Free, s.Pool.Capacity)

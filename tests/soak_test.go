@@ -19,6 +19,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/processor"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
@@ -310,14 +311,7 @@ func TestSoak(t *testing.T) {
 	// Goroutines back to where they were, within a margin for the runtime's
 	// own, polled for a bounded time.
 	var goroutines int
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		goroutines = runtime.NumGoroutine()
-		if goroutines <= baseGoroutines+2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if goroutines > baseGoroutines+2 {
+	if !poll.Until(10*time.Second, func() bool { goroutines = runtime.NumGoroutine(); return goroutines <= baseGoroutines+2 }) {
 		t.Errorf("%d goroutines after the soak, %d before", goroutines, baseGoroutines)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/thriftbatch/thriftbatch/internal/drain"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 )
 
 // bound is how long a test waits for something that should happen at once:
@@ -50,12 +51,8 @@ func notYet[T any](t *testing.T, ch <-chan T, what string) {
 // waitFor polls cond until it holds, failing the test after bound.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, bound)
-		}
-		time.Sleep(time.Millisecond)
+	if !poll.Until(bound, cond) {
+		t.Fatalf("%s: not after %v", what, bound)
 	}
 }
 
