@@ -40,8 +40,7 @@ func spread(n int, fn func(i int)) {
 	if rest == 0 {
 		return
 	}
-	per := time.Since(start) / time.Duration(probe)
-	helpers := min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork)-1, rest/spreadChunk)
+	helpers := helpersFor(rest, time.Since(start)/time.Duration(probe))
 	if helpers <= 0 {
 		for i := probe; i < n; i++ {
 			fn(i)
@@ -87,6 +86,14 @@ func spread(n int, fn func(i int)) {
 	if p := recovered.Load(); p != nil {
 		panic(p)
 	}
+}
+
+// helpersFor returns how many helpers spread starts for rest calls that
+// take per each: as many as keep the caller and each helper busy for
+// spreadMinWork, with a chunk each at least, and one fewer than GOMAXPROCS
+// at most.
+func helpersFor(rest int, per time.Duration) int {
+	return max(0, min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork)-1, rest/spreadChunk))
 }
 
 // helperPanic is what spread panics with when fn panicked on a helper.

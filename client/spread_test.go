@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,7 +34,9 @@ func TestSpreadCallsEveryIndexOnce(t *testing.T) {
 	}{
 		{"no calls", 0, 0, false},
 		{"fewer calls than the probe", spreadProbe - 1, 30 * time.Microsecond, false},
-		{"quick calls stay on the caller", 100, 0, false},
+		// Whether they stay on the caller depends on the probe's timing:
+		// TestHelpersFor checks that decision.
+		{"quick calls", 100, 0, false},
 		{"slow calls are shared", 200, 30 * time.Microsecond, true},
 		{"a count that is not a multiple of the chunk", 8*spreadChunk + 3, 30 * time.Microsecond, true},
 	} {
@@ -41,6 +44,9 @@ func TestSpreadCallsEveryIndexOnce(t *testing.T) {
 			caller := goroutineID()
 			seen := make([]atomic.Int32, tc.n)
 			on := make([]string, tc.n)
+			helperRan := make(chan struct{})
+			var once sync.Once
+			var waited atomic.Bool
 			spread(tc.n, func(i int) {
 				if tc.per > 0 {
 					busy(tc.per)
@@ -48,8 +54,23 @@ func TestSpreadCallsEveryIndexOnce(t *testing.T) {
 				seen[i].Add(1)
 				// Past the probe, which decides, so that reading the
 				// goroutine's identity does not make quick calls slow.
-				if i >= spreadProbe || tc.per > 0 {
-					on[i] = goroutineID()
+				if i < spreadProbe && tc.per == 0 {
+					return
+				}
+				g := goroutineID()
+				on[i] = g
+				switch {
+				case g != caller:
+					once.Do(func() { close(helperRan) })
+				case tc.shared && i >= spreadProbe && !waited.Swap(true):
+					// A helper that spread started may not have been
+					// scheduled yet on a busy machine: wait for it, so
+					// that the test checks what spread decided, not
+					// what the scheduler did meanwhile.
+					select {
+					case <-helperRan:
+					case <-time.After(10 * time.Second):
+					}
 				}
 			})
 			goroutines := map[string]bool{}
@@ -64,10 +85,34 @@ func TestSpreadCallsEveryIndexOnce(t *testing.T) {
 			switch {
 			case tc.shared && len(goroutines) < 2:
 				t.Errorf("the calls ran on %d goroutine(s), want the caller and a helper", len(goroutines))
-			case !tc.shared && (len(goroutines) > 1 || len(goroutines) == 1 && !goroutines[caller]):
+			case tc.n < spreadProbe && (len(goroutines) > 1 || len(goroutines) == 1 && !goroutines[caller]):
 				t.Errorf("the calls ran on goroutines %v, want the caller's (%s) only", goroutines, caller)
 			}
 		})
+	}
+}
+
+func TestHelpersFor(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	for _, tc := range []struct {
+		rest int
+		per  time.Duration
+		want int
+	}{
+		{92, time.Microsecond, 0},                // 92 µs of work: the caller alone
+		{300, time.Microsecond, 2},               // 300 µs: three goroutines of 100 µs
+		{1000, time.Microsecond, 3},              // GOMAXPROCS-1 at most
+		{992, 0, 0},                              // calls too quick to time
+		{spreadChunk - 1, time.Millisecond, 0},   // less than a chunk to share
+		{2*spreadChunk + 1, time.Millisecond, 2}, // a chunk each at least
+	} {
+		if got := helpersFor(tc.rest, tc.per); got != tc.want {
+			t.Errorf("helpersFor(%d, %v) = %d at GOMAXPROCS 4, want %d", tc.rest, tc.per, got, tc.want)
+		}
+	}
+	runtime.GOMAXPROCS(1)
+	if got := helpersFor(1000, time.Millisecond); got != 0 {
+		t.Errorf("helpersFor(1000, 1ms) = %d at GOMAXPROCS 1, want 0", got)
 	}
 }
 
