@@ -193,13 +193,11 @@ func (b *Buffer) IsOpen() bool { return true }
 // reader reads a bare struct as if a message header had come before it.
 type reader struct {
 	thrift.TProtocol
-	name   string
-	typeID thrift.TMessageType
-	seqID  int32
+	hdr *header
 }
 
 func (r *reader) ReadMessageBegin(context.Context) (string, thrift.TMessageType, int32, error) {
-	return r.name, r.typeID, r.seqID, nil
+	return r.hdr.name, r.hdr.typeID, r.hdr.seqID, nil
 }
 
 func (r *reader) ReadMessageEnd(context.Context) error { return nil }
@@ -208,12 +206,11 @@ func (r *reader) ReadMessageEnd(context.Context) error { return nil }
 // the message type the header would have carried.
 type writer struct {
 	thrift.TProtocol
-	typeID  thrift.TMessageType
-	written bool
+	hdr *header
 }
 
 func (w *writer) WriteMessageBegin(_ context.Context, _ string, typeID thrift.TMessageType, _ int32) error {
-	w.typeID, w.written = typeID, true
+	w.hdr.outType, w.hdr.written = typeID, true
 	return nil
 }
 
@@ -222,12 +219,17 @@ func (w *writer) WriteMessageEnd(context.Context) error { return nil }
 // Call runs one processor function in memory. A Call is reused for many calls
 // of one kind, one at a time; Get and Put keep them in a pool per kind.
 type Call struct {
-	kind  Kind
-	buf   Buffer
+	kind Kind
+	buf  Buffer
+	hdr  header
+	// proto reads and writes bare structs over buf: the compact protocol
+	// of this package, or the library's binary or JSON protocol.
 	proto thrift.TProtocol
-	in    reader
-	out   writer
-	arena []byte // room for copies of replies; see Keep
+	// in and out are what Run hands the processor function: proto itself
+	// for compact, which leaves message headers out on its own, or proto
+	// wrapped so that the headers are left out.
+	in, out thrift.TProtocol
+	arena   []byte // room for copies of replies; see Keep
 }
 
 // Arena sizes for Keep: replies up to keepMax bytes are copied into shared
@@ -266,9 +268,14 @@ func Get(k Kind) *Call {
 		return c
 	}
 	c := &Call{kind: k}
+	if k == Compact {
+		c.proto = newCompact(&c.buf, &c.hdr)
+		c.in, c.out = c.proto, c.proto
+		return c
+	}
 	c.proto = k.NewProtocol(&c.buf, cfg)
-	c.in.TProtocol = c.proto
-	c.out.TProtocol = c.proto
+	c.in = &reader{TProtocol: c.proto, hdr: &c.hdr}
+	c.out = &writer{TProtocol: c.proto, hdr: &c.hdr}
 	return c
 }
 
@@ -281,7 +288,10 @@ func Put(c *Call) {
 		return
 	}
 	c.buf.Reset(nil)
-	c.in.name = ""
+	c.hdr = header{}
+	if cp, ok := c.proto.(*compact); ok {
+		cp.reset()
+	}
 	calls[c.kind].Put(c)
 }
 
@@ -300,16 +310,15 @@ type Result struct {
 // error. It does not recover panics.
 func (c *Call) Run(ctx context.Context, fn thrift.TProcessorFunction, method string, args []byte) (Result, thrift.TException) {
 	c.buf.Reset(args)
-	c.in.name, c.in.typeID, c.in.seqID = method, thrift.CALL, 0
-	c.out.written = false
-	_, err := fn.Process(ctx, 0, &c.in, &c.out)
+	c.hdr = header{name: method, typeID: thrift.CALL}
+	_, err := fn.Process(ctx, 0, c.in, c.out)
 	if ferr := c.proto.Flush(ctx); ferr != nil && err == nil {
 		err = thrift.WrapTException(ferr)
 	}
-	if !c.out.written {
+	if !c.hdr.written {
 		return Result{}, err
 	}
-	return Result{Type: c.out.typeID, Body: c.buf.Out}, err
+	return Result{Type: c.hdr.outType, Body: c.buf.Out}, err
 }
 
 // DecodeException decodes the TApplicationException an EXCEPTION message
