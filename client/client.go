@@ -43,6 +43,7 @@ type Client struct {
 	proto        thrift.TProtocol
 	tc           thrift.TClient
 	svc          *batch.BatchServiceClient
+	framed       *framed // set for the compact protocol over a framed transport, without WithTClient
 	kind         wire.Kind
 	codecs       *compress.Codecs
 	accept       []batch.Codec
@@ -107,14 +108,16 @@ func New(proto thrift.TProtocol, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	tc := cfg.tc
-	if tc == nil {
-		tc = thrift.NewTStandardClient(proto, proto)
-	}
-	return &Client{
-		proto: proto, tc: tc, svc: batch.NewBatchServiceClient(tc), kind: kind, codecs: codecs,
+	c := &Client{
+		proto: proto, tc: cfg.tc, kind: kind, codecs: codecs,
 		accept: cfg.accept, requestCodec: cfg.requestCodec, compressOver: cfg.compressOver,
-	}, nil
+	}
+	if c.tc == nil {
+		c.tc = thrift.NewTStandardClient(proto, proto)
+		c.framed = newFramed(proto)
+	}
+	c.svc = batch.NewBatchServiceClient(c.tc)
+	return c, nil
 }
 
 // Close closes the connection (the transport of the protocol given to New)
@@ -254,7 +257,13 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 	if err := c.compressRequests(ctx, req); err != nil {
 		return nil, err
 	}
-	resp, err := c.svc.ExecuteBatch(ctx, req)
+	var resp *batch.BatchResponse
+	var err error
+	if c.framed != nil {
+		resp, err = c.framed.call(ctx, req)
+	} else {
+		resp, err = c.svc.ExecuteBatch(ctx, req)
+	}
 	if err != nil {
 		return nil, err
 	}

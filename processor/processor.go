@@ -16,7 +16,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -190,7 +192,33 @@ func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool
 		return true, nil
 	}
 	fn := *p.batchFn.Load()
-	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
+	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, argsReader(in), out)
+}
+
+// argsReader returns the protocol executeBatch's arguments are read from:
+// in itself, or, for the compact protocol over a framed transport, the rest
+// of the frame read at once and decoded in memory (wire.NewFrameReader), so
+// that the calls' arguments are slices of one buffer rather than an
+// allocation each. The frame's size was checked against the transport's
+// maximum when it arrived.
+func argsReader(in thrift.TProtocol) thrift.TProtocol {
+	cp, ok := in.(*thrift.TCompactProtocol)
+	if !ok {
+		return in
+	}
+	ft, ok := cp.Transport().(*thrift.TFramedTransport)
+	if !ok {
+		return in
+	}
+	n := ft.RemainingBytes()
+	if n == 0 || n > math.MaxInt32 {
+		return in
+	}
+	frame := make([]byte, n)
+	// The frame is in memory already; a short read would leave input that
+	// fails to decode, which the generated code answers as such.
+	read, _ := io.ReadFull(ft, frame)
+	return wire.NewFrameReader(frame[:read], ft)
 }
 
 // ErrClientGone is the cause of a batch context canceled because its client

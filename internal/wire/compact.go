@@ -41,6 +41,11 @@ type compact struct {
 	boolPending bool
 	boolValue   bool // the value of the bool field just read (ReadFieldBegin)
 	boolRead    bool
+
+	// alias makes ReadBinary return slices of the input instead of copies;
+	// trans, when set, is what Transport returns. See NewFrameReader.
+	alias bool
+	trans thrift.TTransport
 }
 
 var _ thrift.TProtocol = (*compact)(nil)
@@ -49,6 +54,25 @@ type byteIO = *thrift.TCompactProtocol
 
 func newCompact(b *Buffer, hdr *header) *compact {
 	return &compact{byteIO: thrift.NewTCompactProtocolConf(b, cfg), b: b, hdr: hdr}
+}
+
+// NewFrameReader returns a compact protocol that reads the bare struct in
+// frame: the body of a message whose header the caller has read from trans,
+// the connection's transport, which the returned protocol's Transport
+// reports (the generated code asks it whether the client is still there).
+// Binary values it reads are slices of frame, not copies, so frame must not
+// change while they are in use; strings are copied.
+//
+// Reading a message's body from memory this way, rather than through the
+// library's TCompactProtocol over a TFramedTransport, costs no interface
+// call per byte and no allocation per binary value: go test -bench
+// HundredGetProduct ./bench.
+func NewFrameReader(frame []byte, trans thrift.TTransport) thrift.TProtocol {
+	b := &Buffer{}
+	b.Reset(frame)
+	p := newCompact(b, &header{})
+	p.alias, p.trans = true, trans
+	return p
 }
 
 // header is the message header a Call pretends to read and remembers
@@ -434,6 +458,9 @@ func (p *compact) ReadBinary(context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.alias {
+		return b[:len(b):len(b)], nil
+	}
 	// A copy, as the library returns: the input is reused once the call
 	// is done.
 	return append([]byte{}, b...), nil
@@ -454,7 +481,12 @@ func (p *compact) Skip(ctx context.Context, fieldType thrift.TType) error {
 
 func (p *compact) Flush(context.Context) error { return nil }
 
-func (p *compact) Transport() thrift.TTransport { return p.b }
+func (p *compact) Transport() thrift.TTransport {
+	if p.trans != nil {
+		return p.trans
+	}
+	return p.b
+}
 
 // bytes returns the next length-prefixed string or binary, aliasing the
 // input.
