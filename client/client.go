@@ -168,6 +168,7 @@ type Call[R thrift.TStruct] struct {
 	Result R
 	method string
 	err    error
+	req    batch.Request // the call on the wire, allocated with the Call
 }
 
 // Err returns the call's error after Execute: nil when it succeeded, the
@@ -206,7 +207,8 @@ func (b *Batch) Len() int { return len(b.requests) }
 // batch's calls share, so args may be reused when Add returns.
 func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result R) *Call[R] {
 	call := &Call[R]{Result: result, method: method}
-	req := &batch.Request{Method: method}
+	req := &call.req
+	req.Method = method
 	start := len(b.args)
 	out, err := wire.Encode(context.Background(), b.c.kind, b.args, args)
 	if err != nil {
