@@ -797,3 +797,54 @@ func TestPolicyNames(t *testing.T) {
 		t.Error("CallerRuns is not the zero Policy, yet it is the default")
 	}
 }
+
+// TestQuickCallsAreNotHeldBehindASlowOne: a helper claims quick calls in
+// chunks, so a call that turns slow has quick calls claimed after it in the
+// same chunk. They must still run while it is blocked, on another helper,
+// whatever the chunk sizes and however many helpers the batch has.
+func TestQuickCallsAreNotHeldBehindASlowOne(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		n, slow, lim int
+	}{
+		{"the slow call early in a batch of 40", 40, 3, 0},
+		{"the slow call in the middle of 1,000", 1000, 500, 0},
+		{"two helpers at most", 200, 20, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t)
+			release := make(chan struct{})
+			var quick atomic.Int64
+			done := make(chan error, 1)
+			go func() {
+				res, err := pool.Run(context.Background(), p, tc.n, tc.lim, func(i int) int {
+					if i == tc.slow {
+						select {
+						case <-release:
+						case <-time.After(10 * time.Second):
+						}
+						return i
+					}
+					quick.Add(1)
+					return i
+				})
+				if err == nil {
+					for i := range tc.n {
+						if res.Status(i) != pool.StatusDone || res.Values[i] != i {
+							err = fmt.Errorf("index %d: status %v, value %d", i, res.Status(i), res.Values[i])
+							break
+						}
+					}
+				}
+				done <- err
+			}()
+			if !poll.Until(5*time.Second, func() bool { return quick.Load() == int64(tc.n-1) }) {
+				t.Errorf("only %d of %d quick calls ran while the slow call was blocked", quick.Load(), tc.n-1)
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
