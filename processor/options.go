@@ -174,13 +174,14 @@ func WithCompressThreshold(n int) Option { return func(c *config) { c.compressTh
 func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTimeout = d } }
 
 // WithDisconnectCheck sets how often a batch checks that its client is still
-// connected, so that its calls' context is canceled soon after the client
-// goes away: one goroutine and ticker per batch, never per call. The
-// processor watches only while thrift.ServerConnectivityCheckInterval is 0;
-// above 0, the code generated for executeBatch already watches at that
-// interval, once per batch (and the generated code of each call once per
-// call). The default is DefaultDisconnectCheck (5 ms); 0 turns the
-// processor's watcher off.
+// connected, so that its calls' context is canceled, with cause
+// ErrClientGone, soon after the client goes away: one goroutine and ticker
+// per batch, never per call. It applies while
+// thrift.ServerConnectivityCheckInterval is 0; above 0, the batch is checked
+// at that interval instead, as the generated code checks each call sent
+// alone (and the generated code of each batched call still checks once per
+// call). The default is DefaultDisconnectCheck (5 ms); 0 turns the check
+// off while the library's is off too.
 func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
 
 // WithAllowMethods lets only the named methods into batches (names as the

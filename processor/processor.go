@@ -16,9 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -94,7 +92,7 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 		p.Close(context.Background())
 		return nil, fmt.Errorf("processor: %w", err)
 	}
-	fn := batch.NewBatchServiceProcessor(service{p}).ProcessorMap()[dispatcher.MethodName]
+	var fn thrift.TProcessorFunction = batchFunction{p}
 	p.batchFn.Store(&fn)
 	return p, nil
 }
@@ -192,33 +190,7 @@ func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool
 		return true, nil
 	}
 	fn := *p.batchFn.Load()
-	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, argsReader(in), out)
-}
-
-// argsReader returns the protocol executeBatch's arguments are read from:
-// in itself, or, for the compact protocol over a framed transport, the rest
-// of the frame read at once and decoded in memory (wire.NewFrameReader), so
-// that the calls' arguments are slices of one buffer rather than an
-// allocation each. The frame's size was checked against the transport's
-// maximum when it arrived.
-func argsReader(in thrift.TProtocol) thrift.TProtocol {
-	cp, ok := in.(*thrift.TCompactProtocol)
-	if !ok {
-		return in
-	}
-	ft, ok := cp.Transport().(*thrift.TFramedTransport)
-	if !ok {
-		return in
-	}
-	n := ft.RemainingBytes()
-	if n == 0 || n > math.MaxInt32 {
-		return in
-	}
-	frame := make([]byte, n)
-	// The frame is in memory already; a short read would leave input that
-	// fails to decode, which the generated code answers as such.
-	read, _ := io.ReadFull(ft, frame)
-	return wire.NewFrameReader(frame[:read], ft)
+	return fn.Process(ctx, seqID, in, out)
 }
 
 // ErrClientGone is the cause of a batch context canceled because its client
@@ -250,6 +222,17 @@ func watch(ctx context.Context, trans thrift.TTransport, interval time.Duration)
 		close(done)
 		cancel(nil)
 	}
+}
+
+// watchInterval returns how often a batch's connection is checked: every
+// thrift.ServerConnectivityCheckInterval while that is above zero, as the
+// generated code checks each call sent alone, otherwise every
+// WithDisconnectCheck interval; 0 means not at all.
+func (p *Processor) watchInterval() time.Duration {
+	if d := thrift.ServerConnectivityCheckInterval; d > 0 {
+		return d
+	}
+	return p.cfg.disconnectCheck
 }
 
 // ProcessorMap returns the wrapped processor's functions and executeBatch's,
@@ -315,28 +298,13 @@ func holds(fns map[string]thrift.TProcessorFunction, requests []*batch.Request) 
 	return true
 }
 
-type protocolKey struct{}
-
-// service implements batch.BatchService for the generated executeBatch
-// function, which reads the request, writes the response and, while
-// thrift.ServerConnectivityCheckInterval is above zero, watches the
-// connection: one watcher per batch, whose cancel reaches every call.
-type service struct{ p *Processor }
-
-func (s service) ExecuteBatch(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
-	return s.p.execute(ctx, req)
-}
-
-func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+// execute runs the batch req, which arrived on proto.
+func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest) (*batch.BatchResponse, error) {
 	start := time.Now()
 	if !p.gate.Enter() {
 		return nil, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
 	}
 	defer p.gate.Exit()
-	proto, _ := ctx.Value(protocolKey{}).(thrift.TProtocol)
-	if proto == nil {
-		return nil, errors.New("executeBatch reached without the protocol it arrived on")
-	}
 	kind, err := wire.KindOf(proto)
 	if err != nil {
 		return nil, thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
@@ -350,9 +318,9 @@ func (p *Processor) execute(ctx context.Context, req *batch.BatchRequest) (*batc
 	}
 	// The request has been read: from here on the connection is quiet
 	// until the response, and a watcher may poll it.
-	if thrift.ServerConnectivityCheckInterval <= 0 && p.cfg.disconnectCheck > 0 {
+	if d := p.watchInterval(); d > 0 {
 		var stop func()
-		ctx, stop = watch(ctx, proto.Transport(), p.cfg.disconnectCheck)
+		ctx, stop = watch(ctx, proto.Transport(), d)
 		defer stop()
 	}
 	if d := p.timeout(req); d > 0 {

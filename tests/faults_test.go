@@ -165,11 +165,11 @@ func clientGone(t *testing.T, cause error) {
 
 func TestClientGoneMidBatch(t *testing.T) {
 	verifyNoLeaks(t)
-	t.Run("with the library's connectivity check the generated code watches the connection", func(t *testing.T) {
+	t.Run("with the library's connectivity check the processor watches the connection at its interval", func(t *testing.T) {
 		if thrift.ServerConnectivityCheckInterval <= 0 {
 			t.Fatalf("thrift.ServerConnectivityCheckInterval = %v, want the library default", thrift.ServerConnectivityCheckInterval)
 		}
-		clientGone(t, context.Canceled)
+		clientGone(t, processor.ErrClientGone)
 	})
 	t.Run("with ServerConnectivityCheckInterval 0 the processor watches the connection", func(t *testing.T) {
 		// Writing the variable races, for the race detector, with every
