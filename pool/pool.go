@@ -607,7 +607,8 @@ func (r *run[T]) drain(done <-chan struct{}, recruit func()) (settled, ran uint6
 		}
 		lo := r.next.Add(chunk) - chunk
 		if lo >= r.n {
-			return settled, ran + r.steal(done)
+			s, rn := r.steal(done)
+			return settled + s, ran + rn
 		}
 		hi := min(lo+chunk, r.n)
 		start := time.Now()
@@ -619,11 +620,9 @@ func (r *run[T]) drain(done <-chan struct{}, recruit func()) (settled, ran uint6
 				default:
 				}
 			}
-			if r.one(int(i)) {
-				ran++
-			}
+			s, rn := r.one(int(i))
+			settled, ran = settled+s, ran+rn
 		}
-		settled += uint64(hi - lo)
 		per := time.Since(start) / time.Duration(hi-lo)
 		chunk = min(2*chunk, maxChunk, max(1, int64(chunkTarget/max(per, 1))))
 	}
@@ -634,10 +633,10 @@ func (r *run[T]) drain(done <-chan struct{}, recruit func()) (settled, ran uint6
 // does not hold up the quick calls claimed after it in the same chunk
 // until it returns (or until the deadline). Each call still starts once: it
 // runs on whichever goroutine moves its status from pending to running
-// first. The goroutine that claimed the chunk settles it, stolen calls
-// included. It returns how many calls it ran; once done (when not nil) is
-// closed, the calls it finds pending are settled as StatusCanceled.
-func (r *run[T]) steal(done <-chan struct{}) (ran uint64) {
+// first, and is settled there. It returns how many calls it settled and
+// how many it ran; once done (when not nil) is closed, the calls it finds
+// pending are settled as StatusCanceled.
+func (r *run[T]) steal(done <-chan struct{}) (settled, ran uint64) {
 	for i := r.n - 1; i >= 0; i-- {
 		if Status(r.res.state[i].Load()) != statusPending {
 			continue
@@ -649,11 +648,10 @@ func (r *run[T]) steal(done <-chan struct{}) (ran uint64) {
 			default:
 			}
 		}
-		if r.one(int(i)) {
-			ran++
-		}
+		s, rn := r.one(int(i))
+		settled, ran = settled+s, ran+rn
 	}
-	return ran
+	return settled, ran
 }
 
 // pending reports whether a claimed call has not started yet: a helper more
@@ -667,21 +665,26 @@ func (r *run[T]) pending() bool {
 	return false
 }
 
-// one runs index i unless the batch has stopped, settles it, and reports
-// whether it ran fn.
-func (r *run[T]) one(i int) bool {
+// one runs index i unless the batch has stopped, and reports whether this
+// goroutine settled it (1 or 0: another may have taken it first, as a thief
+// or as the owner of its chunk, or abandon may have given it up) and
+// whether it ran fn. An index is settled, for the count that ends the
+// batch, only once its call has returned.
+func (r *run[T]) one(i int) (settled, ran uint64) {
 	st := &r.res.state[i]
 	if s := r.stop.Load(); s != 0 {
-		st.CompareAndSwap(uint32(statusPending), s)
-		return false
+		if st.CompareAndSwap(uint32(statusPending), s) {
+			return 1, 0
+		}
+		return 0, 0
 	}
 	if !st.CompareAndSwap(uint32(statusPending), uint32(statusRunning)) {
-		return false // stolen, or abandoned before it started
+		return 0, 0 // taken by another goroutine, or abandoned before it started
 	}
 	v, ok := r.call(i)
 	if !ok {
 		st.CompareAndSwap(uint32(statusRunning), uint32(StatusPanicked))
-		return true
+		return 1, 1
 	}
 	// Only the goroutine that moves running to writing may write slot i;
 	// abandon moves running to abandoned instead, and then the value is
@@ -690,7 +693,7 @@ func (r *run[T]) one(i int) bool {
 		r.res.Values[i] = v
 		st.Store(uint32(StatusDone))
 	}
-	return true
+	return 1, 1
 }
 
 // call runs fn(i). The recover is a safety net, not error handling: a panic

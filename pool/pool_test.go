@@ -848,3 +848,42 @@ func TestQuickCallsAreNotHeldBehindASlowOne(t *testing.T) {
 		})
 	}
 }
+
+// TestRunWaitsForStolenCalls: a call stolen from a chunk can still be
+// running when the chunk's owner finishes the rest; Run must wait for it
+// and return its value, not the zero value of a call still running.
+func TestRunWaitsForStolenCalls(t *testing.T) {
+	p := newPool(t)
+	// Quick calls are claimed in chunks of 1, 2 and 4 by the first helper,
+	// so index 3 is the slow head of the last chunk, with 4 to 6 behind it.
+	const n, slow = 7, 3
+	release := make(chan struct{})
+	var once sync.Once
+	res, err := pool.Run(context.Background(), p, n, 0, func(i int) int {
+		switch {
+		case i == slow:
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		case i > slow:
+			// The first call to run behind the slow one (stolen, as
+			// its owner is blocked) lets it return, then outlasts it
+			// and the owner's quick calls left in the chunk.
+			first := false
+			once.Do(func() { close(release); first = true })
+			if first {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		return i
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if res.Status(i) != pool.StatusDone || res.Values[i] != i {
+			t.Errorf("index %d: status %v, value %d; want done, %d", i, res.Status(i), res.Values[i], i)
+		}
+	}
+}
