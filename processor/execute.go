@@ -85,7 +85,7 @@ func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchService
 	// input that fails to decode, and does.
 	frame := make([]byte, n)
 	read, _ := io.ReadFull(ft, frame)
-	return args.Read(ctx, wire.NewFrameReader(frame[:read], ft))
+	return wire.DecodeBatchArgs(frame[:read], args)
 }
 
 // framedCompact returns p's framed transport when p is the compact protocol

@@ -1,0 +1,782 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/apache/thrift/lib/go/thrift"
+
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+)
+
+// DecodeBatchArgs and DecodeBatchResult are checked against the generated
+// Read methods, run by Decode over this package's compact protocol: on any
+// input both must fail, or both succeed with equal structs.
+
+// checkArgs decodes frame both ways and fails t unless they agree; it
+// returns DecodeBatchArgs's result.
+func checkArgs(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchArgs, error) {
+	t.Helper()
+	var got, want batch.BatchServiceExecuteBatchArgs
+	gotErr := DecodeBatchArgs(frame, &got)
+	wantErr := Decode(context.Background(), Compact, frame, &want)
+	checkErrors(t, frame, gotErr, wantErr)
+	if gotErr != nil {
+		return nil, gotErr
+	}
+	// reflect.DeepEqual also tells a nil slice or pointer from an empty or
+	// zero one (the IsSet methods do), which Equals does not.
+	if !got.Request.Equals(want.Request) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("input %s:\n got %s\nwant %s", short(frame), dump(got), dump(want))
+	}
+	if r := got.Request; r != nil {
+		checkAliased(t, frame, r.CompressedRequests)
+		for _, q := range r.Requests {
+			checkAliased(t, frame, q.Arguments)
+		}
+	}
+	return &got, nil
+}
+
+// checkResult is checkArgs for an executeBatch result.
+func checkResult(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchResult, error) {
+	t.Helper()
+	var got, want batch.BatchServiceExecuteBatchResult
+	gotErr := DecodeBatchResult(frame, &got)
+	wantErr := Decode(context.Background(), Compact, frame, &want)
+	checkErrors(t, frame, gotErr, wantErr)
+	if gotErr != nil {
+		return nil, gotErr
+	}
+	if !got.Success.Equals(want.Success) || !got.Error.Equals(want.Error) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("input %s:\n got %s\nwant %s", short(frame), dump(got), dump(want))
+	}
+	if r := got.Success; r != nil {
+		checkAliased(t, frame, r.CompressedResponses)
+		for _, q := range r.Responses {
+			checkAliased(t, frame, q.Reply)
+		}
+	}
+	return &got, nil
+}
+
+// checkErrors fails t unless both decodes failed or neither did, and our
+// error is one the compact protocol returns.
+func checkErrors(t testing.TB, frame []byte, got, want error) {
+	t.Helper()
+	if (got == nil) != (want == nil) {
+		t.Fatalf("input %s: ours returned %v, the generated code %v", short(frame), got, want)
+	}
+	if got == nil {
+		return
+	}
+	switch got.(type) {
+	case thrift.TProtocolException, thrift.TTransportException:
+	default:
+		t.Fatalf("input %s: error %v (%T) is not a TProtocolException or TTransportException", short(frame), got, got)
+	}
+}
+
+// checkAliased fails t unless b is a slice of frame with no room past its
+// length.
+func checkAliased(t testing.TB, frame, b []byte) {
+	t.Helper()
+	if cap(b) != len(b) {
+		t.Fatalf("a binary of %d bytes has capacity %d", len(b), cap(b))
+	}
+	if len(b) == 0 {
+		return
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(frame)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if at < start || at+uintptr(len(b)) > start+uintptr(len(frame)) {
+		t.Fatalf("a binary of %d bytes is not a slice of the frame", len(b))
+	}
+}
+
+// short shows the start of an input, enough to tell which it is.
+func short(b []byte) string {
+	if len(b) > 256 {
+		return fmt.Sprintf("%x... (%d bytes)", b[:256], len(b))
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+// dump shows v with its pointers followed; JSON writes a nil slice as null
+// and an empty one as [].
+func dump(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+func encodeEnvelope(t testing.TB, s thrift.TStruct) []byte {
+	t.Helper()
+	b, err := Encode(context.Background(), Compact, nil, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// encodeValue writes v, a value of compact_test.go, in the compact protocol.
+func encodeValue(t testing.TB, v value) []byte {
+	t.Helper()
+	b := &Buffer{}
+	if err := write(context.Background(), newCompact(b, &header{}), v); err != nil {
+		t.Fatal(err)
+	}
+	return b.Out
+}
+
+// Random envelopes.
+
+var envMethods = []string{"", "getProduct", "getProduct", "Catalog:getProduct", strings.Repeat("m", 70)}
+
+var envMessages = []string{"", "deadline exceeded", "deadline exceeded", "boom: " + strings.Repeat("x", 80)}
+
+func envBytes(r *rand.Rand) []byte {
+	switch r.IntN(4) {
+	case 0:
+		return nil
+	case 1:
+		return []byte{}
+	}
+	b := make([]byte, []int{1, 10, 63, 64, 180, 300}[r.IntN(6)])
+	for i := range b {
+		b[i] = byte(r.IntN(256))
+	}
+	return b
+}
+
+func envI32(r *rand.Rand) int32 {
+	if r.IntN(2) == 0 {
+		return []int32{0, 1, -1, 100, 103, math.MinInt32, math.MaxInt32}[r.IntN(7)]
+	}
+	return r.Int32() >> r.IntN(32)
+}
+
+func envI32Ptr(r *rand.Rand) *int32 {
+	if r.IntN(2) == 0 {
+		return nil
+	}
+	v := envI32(r)
+	return &v
+}
+
+func envCodec(r *rand.Rand) batch.Codec {
+	return []batch.Codec{0, 1, 2, 3, 4, 5, 99, -1, math.MaxInt32}[r.IntN(9)]
+}
+
+func envCodecPtr(r *rand.Rand) *batch.Codec {
+	if r.IntN(2) == 0 {
+		return nil
+	}
+	c := envCodec(r)
+	return &c
+}
+
+// envCount is a list length: nil, empty, or up to 40 elements, around the
+// 14 that fit in the list header's byte.
+func envCount(r *rand.Rand) int {
+	return []int{-1, 0, 1, 2, 14, 15, 16, 40}[r.IntN(8)]
+}
+
+func randomArgs(r *rand.Rand) *batch.BatchServiceExecuteBatchArgs {
+	if r.IntN(10) == 0 {
+		return &batch.BatchServiceExecuteBatchArgs{} // written as an empty BatchRequest
+	}
+	req := &batch.BatchRequest{
+		RequestCodec:       envCodecPtr(r),
+		CompressedRequests: envBytes(r),
+		TimeoutMillis:      envI32Ptr(r),
+	}
+	if n := envCount(r); n >= 0 {
+		req.Requests = make([]*batch.Request, n)
+		for i := range req.Requests {
+			req.Requests[i] = &batch.Request{
+				Method:    envMethods[r.IntN(len(envMethods))],
+				Arguments: envBytes(r),
+				ID:        envI32Ptr(r),
+			}
+		}
+	}
+	if n := envCount(r); n >= 0 {
+		req.AcceptCodecs = make([]batch.Codec, n)
+		for i := range req.AcceptCodecs {
+			req.AcceptCodecs[i] = envCodec(r)
+		}
+	}
+	if r.IntN(2) == 0 {
+		req.Sequential = thrift.BoolPtr(r.IntN(2) == 0)
+	}
+	return &batch.BatchServiceExecuteBatchArgs{Request: req}
+}
+
+func randomResult(r *rand.Rand) *batch.BatchServiceExecuteBatchResult {
+	res := &batch.BatchServiceExecuteBatchResult{}
+	if r.IntN(5) < 3 {
+		resp := &batch.BatchResponse{
+			Codec:               envCodecPtr(r),
+			CompressedResponses: envBytes(r),
+		}
+		if n := envCount(r); n >= 0 {
+			resp.Responses = make([]*batch.Response, n)
+			for i := range resp.Responses {
+				q := &batch.Response{ID: envI32Ptr(r), Reply: envBytes(r)}
+				if r.IntN(3) == 0 {
+					q.Error = &batch.CallError{Type: envI32(r), Message: envMessages[r.IntN(len(envMessages))]}
+				}
+				resp.Responses[i] = q
+			}
+		}
+		res.Success = resp
+	}
+	if r.IntN(5) < 2 {
+		res.Error = &batch.BatchError{
+			Code:    []batch.BatchErrorCode{0, 1, 4, 8, 99, -1}[r.IntN(6)],
+			Message: envMessages[r.IntN(len(envMessages))],
+		}
+	}
+	return res
+}
+
+func TestDecodeBatchArgsMatchesGenerated(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	prefixes := 0
+	for i := range 2000 {
+		frame := encodeEnvelope(t, randomArgs(r))
+		if _, err := checkArgs(t, frame); err != nil {
+			t.Fatalf("args %d: %v", i, err)
+		}
+		// Every prefix of a few encodings fails in both or reads the
+		// same.
+		if prefixes < 40 && len(frame) <= 1500 {
+			prefixes++
+			for n := range frame {
+				checkArgs(t, frame[:n])
+			}
+		}
+	}
+}
+
+func TestDecodeBatchResultMatchesGenerated(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	prefixes := 0
+	for i := range 2000 {
+		frame := encodeEnvelope(t, randomResult(r))
+		if _, err := checkResult(t, frame); err != nil {
+			t.Fatalf("result %d: %v", i, err)
+		}
+		if prefixes < 40 && len(frame) <= 1500 {
+			prefixes++
+			for n := range frame {
+				checkResult(t, frame[:n])
+			}
+		}
+	}
+}
+
+// Random bytes in the envelopes' shape: the fields of each struct in any
+// order, missing, given twice, or of the wrong type, among unknown fields of
+// every type; lists that declare another element type than they hold.
+
+// envField is a field of an envelope struct and a maker of its values.
+type envField struct {
+	id  int16
+	t   thrift.TType
+	gen func(r *rand.Rand) value
+}
+
+func garbledStruct(r *rand.Rand, fields []envField) value {
+	var out []field
+	for _, f := range fields {
+		for range []int{0, 1, 1, 1, 1, 1, 2}[r.IntN(7)] {
+			v := f.gen(r)
+			if r.IntN(8) == 0 {
+				t := f.t
+				for t == f.t {
+					t = allTypes[r.IntN(len(allTypes))]
+				}
+				v = randomValue(r, t, 2)
+			}
+			out = append(out, field{f.id, v})
+		}
+	}
+	for range []int{0, 0, 0, 1, 2}[r.IntN(5)] {
+		id := []int16{0, 4, 7, 15, 16, -1, 300, math.MaxInt16, math.MinInt16}[r.IntN(9)]
+		out = append(out, field{id, randomValue(r, allTypes[r.IntN(len(allTypes))], 2)})
+	}
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return value{thrift.STRUCT, out}
+}
+
+func garbledList(elem thrift.TType, gen func(r *rand.Rand) value) func(r *rand.Rand) value {
+	return func(r *rand.Rand) value {
+		c := &container{elem: elem}
+		if r.IntN(6) == 0 {
+			c.elem = allTypes[r.IntN(len(allTypes))]
+		}
+		for range []int{0, 1, 2, 3, 15, 16}[r.IntN(6)] {
+			v := gen(r)
+			if r.IntN(30) == 0 {
+				v = randomValue(r, scalarTypes[r.IntN(len(scalarTypes))], 1)
+			}
+			c.items = append(c.items, v)
+		}
+		return value{thrift.LIST, c}
+	}
+}
+
+func garbledStructOf(fields ...envField) func(r *rand.Rand) value {
+	return func(r *rand.Rand) value { return garbledStruct(r, fields) }
+}
+
+func genI32(r *rand.Rand) value    { return value{thrift.I32, envI32(r)} }
+func genBool(r *rand.Rand) value   { return value{thrift.BOOL, r.IntN(2) == 0} }
+func genBinary(r *rand.Rand) value { return value{thrift.STRING, append([]byte{}, envBytes(r)...)} }
+func genMethod(r *rand.Rand) value {
+	return value{thrift.STRING, []byte(envMethods[r.IntN(len(envMethods))])}
+}
+func genMessage(r *rand.Rand) value {
+	return value{thrift.STRING, []byte(envMessages[r.IntN(len(envMessages))])}
+}
+
+var (
+	garbledArgs = garbledStructOf(
+		envField{1, thrift.STRUCT, garbledStructOf(
+			envField{1, thrift.LIST, garbledList(thrift.STRUCT, garbledStructOf(
+				envField{1, thrift.STRING, genMethod},
+				envField{2, thrift.STRING, genBinary},
+				envField{3, thrift.I32, genI32},
+			))},
+			envField{2, thrift.I32, genI32},
+			envField{3, thrift.STRING, genBinary},
+			envField{4, thrift.LIST, garbledList(thrift.I32, genI32)},
+			envField{5, thrift.I32, genI32},
+			envField{6, thrift.BOOL, genBool},
+		)},
+	)
+	garbledResult = garbledStructOf(
+		envField{0, thrift.STRUCT, garbledStructOf(
+			envField{1, thrift.LIST, garbledList(thrift.STRUCT, garbledStructOf(
+				envField{1, thrift.I32, genI32},
+				envField{2, thrift.STRING, genBinary},
+				envField{3, thrift.STRUCT, garbledStructOf(
+					envField{1, thrift.I32, genI32},
+					envField{2, thrift.STRING, genMessage},
+				)},
+			))},
+			envField{2, thrift.I32, genI32},
+			envField{3, thrift.STRING, genBinary},
+		)},
+		envField{1, thrift.STRUCT, garbledStructOf(
+			envField{1, thrift.I32, genI32},
+			envField{2, thrift.STRING, genMessage},
+		)},
+	)
+)
+
+func TestDecodeEnvelopesOfGarbledFields(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, tc := range []struct {
+		name  string
+		gen   func(*rand.Rand) value
+		check func(testing.TB, []byte) error
+	}{
+		{"args", garbledArgs, func(t testing.TB, b []byte) error { _, err := checkArgs(t, b); return err }},
+		{"result", garbledResult, func(t testing.TB, b []byte) error { _, err := checkResult(t, b); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ok := 0
+			for range 3000 {
+				frame := encodeValue(t, tc.gen(r))
+				if tc.check(t, frame) == nil {
+					ok++
+				}
+				// Cut short, and with a byte changed.
+				tc.check(t, frame[:r.IntN(len(frame))])
+				i := r.IntN(len(frame))
+				frame[i] ^= byte(1 + r.IntN(255))
+				tc.check(t, frame)
+			}
+			// Wrong types and lists of other element types fail
+			// now and then; most inputs must read, or the test
+			// compares little but errors.
+			if ok < 1500 {
+				t.Errorf("only %d of 3000 garbled inputs read without an error", ok)
+			}
+		})
+	}
+}
+
+// Hand-written inputs.
+
+func st(fields ...field) value   { return value{thrift.STRUCT, fields} }
+func fl(id int16, v value) field { return field{id, v} }
+func i32(v int32) value          { return value{thrift.I32, v} }
+func bin(s string) value         { return value{thrift.STRING, []byte(s)} }
+func boolean(v bool) value       { return value{thrift.BOOL, v} }
+func list(elem thrift.TType, items ...value) value {
+	return value{thrift.LIST, &container{elem: elem, items: items}}
+}
+
+// everyType returns unknown fields from id on, one of each type, with
+// nested containers and structs.
+func everyType(id int16) []field {
+	r := rand.New(rand.NewPCG(17, 18))
+	var out []field
+	for _, t := range allTypes {
+		out = append(out, field{id, randomValue(r, t, 3)})
+		id++
+	}
+	// Types of every kind again, some holding bool values.
+	out = append(out,
+		field{id, boolean(false)},
+		field{id + 1, list(thrift.BOOL, boolean(true), boolean(false))},
+		field{id + 2, value{thrift.MAP, &container{key: thrift.BOOL, elem: thrift.STRUCT, items: []value{boolean(true), st(fl(1, boolean(true)))}}}},
+	)
+	return out
+}
+
+// nested returns depth structs, each the field 1 of the one around it.
+func nested(depth int) value {
+	v := st()
+	for range depth {
+		v = st(fl(1, v))
+	}
+	return v
+}
+
+func TestDecodeBatchArgsHandWritten(t *testing.T) {
+	request := func(fields ...field) value { return st(fl(1, st(fields...))) }
+	call := func(fields ...field) value { return request(fl(1, list(thrift.STRUCT, st(fields...)))) }
+	for _, tc := range []struct {
+		name  string
+		in    []byte
+		ok    bool
+		check func(*testing.T, *batch.BatchServiceExecuteBatchArgs)
+	}{
+		{name: "empty input", in: []byte{}},
+		{name: "a stop", in: []byte{0}, ok: true, check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+			if a.Request != nil {
+				t.Error("Request set")
+			}
+		}},
+		{name: "an empty request", in: encodeValue(t, request()), ok: true, check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+			if a.Request == nil || a.Request.Requests != nil || a.Request.AcceptCodecs != nil || a.Request.CompressedRequests != nil {
+				t.Errorf("got %s", dump(a))
+			}
+		}},
+		{name: "trailing bytes", in: append(encodeValue(t, request()), 0xff, 0xff), ok: true},
+		{name: "unknown fields of every type", ok: true, in: encodeValue(t, st(append(everyType(2),
+			fl(1, st(append(everyType(7),
+				fl(1, list(thrift.STRUCT, st(append(everyType(4),
+					fl(1, bin("m")), fl(2, bin("a")), fl(3, i32(7)))...))),
+			)...)))...))},
+		{name: "unknown fields of negative and large ids", ok: true, in: encodeValue(t, st(
+			fl(-1, i32(1)), fl(math.MaxInt16, bin("x")), fl(math.MinInt16, nested(3)), fl(1, st(fl(-6, boolean(true)))),
+		))},
+		{name: "known ids of the wrong types", ok: true, in: encodeValue(t, st(
+			fl(1, i32(5)),
+			fl(1, st(
+				fl(1, st(fl(1, bin("x")))), fl(2, bin("x")), fl(3, i32(1)), fl(4, value{thrift.SET, &container{elem: thrift.I32, items: []value{i32(1)}}}),
+				fl(5, value{thrift.I64, int64(5)}), fl(6, i32(1)),
+			)),
+		)), check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+			if r := a.Request; r == nil || !reflect.DeepEqual(*r, batch.BatchRequest{}) {
+				t.Errorf("got %s", dump(a))
+			}
+		}},
+		{name: "request fields of the wrong types", ok: true, in: encodeValue(t, call(
+			fl(1, i32(1)), fl(2, list(thrift.BYTE)), fl(3, boolean(true)), fl(3, value{thrift.I64, int64(1)}),
+		)), check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+			if q := a.Request.Requests[0]; q.Method != "" || q.Arguments != nil || q.ID != nil {
+				t.Errorf("got %s", dump(a))
+			}
+		}},
+		{name: "a bool field", ok: true, in: encodeValue(t, request(fl(6, boolean(true)), fl(7, boolean(true)))),
+			check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+				if s := a.Request.Sequential; s == nil || !*s {
+					t.Errorf("got %s", dump(a))
+				}
+			}},
+		{name: "requests declared as i32 elements", ok: true, in: encodeValue(t, request(fl(1, list(thrift.I32, st(fl(1, bin("m"))))))),
+			check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+				if len(a.Request.Requests) != 1 || a.Request.Requests[0].Method != "m" {
+					t.Errorf("got %s", dump(a))
+				}
+			}},
+		{name: "codecs declared as structs", ok: true, in: encodeValue(t, request(fl(4, list(thrift.STRUCT, i32(1), i32(99))))),
+			check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+				if !reflect.DeepEqual(a.Request.AcceptCodecs, []batch.Codec{1, 99}) {
+					t.Errorf("got %s", dump(a))
+				}
+			}},
+		{name: "requests declared as doubles, too few bytes for them", in: encodeValue(t, request(fl(1, list(thrift.DOUBLE, st(), st(), st()))))},
+		{name: "fields given twice", ok: true, in: encodeValue(t, request(
+			fl(1, list(thrift.STRUCT, st(fl(1, bin("first"))), st())),
+			fl(1, list(thrift.STRUCT, st(fl(1, bin("a")), fl(1, bin("b")), fl(3, i32(1)), fl(3, i32(2))))),
+		)), check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+			if q := a.Request.Requests; len(q) != 1 || q[0].Method != "b" || *q[0].ID != 2 {
+				t.Errorf("got %s", dump(a))
+			}
+		}},
+		{name: "an empty list", ok: true, in: encodeValue(t, request(fl(1, list(thrift.STRUCT)), fl(4, list(thrift.I32)))),
+			check: func(t *testing.T, a *batch.BatchServiceExecuteBatchArgs) {
+				if a.Request.Requests == nil || a.Request.AcceptCodecs == nil {
+					t.Errorf("got %s", dump(a))
+				}
+			}},
+		// field 1 STRUCT; field 1 LIST of STRUCT, 15 or more: varint count
+		{name: "a list count larger than the input", in: []byte{0x1c, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, 0, 0, 0}},
+		{name: "a list count one larger than the input", in: []byte{0x1c, 0x19, 0x3c, 0, 0}},
+		{name: "a negative list count", in: []byte{0x1c, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0}},
+		{name: "a negative codec count", in: []byte{0x1c, 0x49, 0xf5, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0}},
+		{name: "a list of an unknown element type", in: []byte{0x1c, 0x19, 0x1e, 0, 0, 0}},
+		// ... a request: field 2 BINARY of 5 bytes, 1 there
+		{name: "arguments past the end", in: []byte{0x1c, 0x19, 0x1c, 0x28, 0x05, 'a'}},
+		{name: "arguments of a negative length", in: []byte{0x1c, 0x19, 0x1c, 0x28, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0}},
+		{name: "a method claiming 2 GiB", in: []byte{0x1c, 0x19, 0x1c, 0x18, 0xff, 0xff, 0xff, 0xff, 0x07, 'a', 0, 0, 0}},
+		{name: "an unknown field type", in: []byte{0x1c, 0x1e, 0, 0}},
+		{name: "a field id over 10 bytes", in: append([]byte{0x1c, 0x0c}, bytes.Repeat([]byte{0xff}, 11)...)},
+		{name: "a request missing its stop", in: encodeValue(t, call(fl(1, bin("m"))))[:6]},
+		{name: "garbage nested 10 deep", ok: true, in: encodeValue(t, call(fl(9, nested(10))))},
+		{name: "garbage nested 100 deep", in: encodeValue(t, call(fl(9, nested(100))))},
+		{name: "garbage nested 100 deep in lists", in: encodeValue(t, request(fl(9, func() value {
+			v := list(thrift.I32)
+			for range 100 {
+				v = list(thrift.LIST, v)
+			}
+			return v
+		}())))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := checkArgs(t, tc.in)
+			if (err == nil) != tc.ok {
+				t.Fatalf("input %s: error %v", short(tc.in), err)
+			}
+			if err == nil && tc.check != nil {
+				tc.check(t, a)
+			}
+		})
+	}
+}
+
+func TestDecodeBatchResultHandWritten(t *testing.T) {
+	success := func(fields ...field) value { return st(fl(0, st(fields...))) }
+	response := func(fields ...field) value { return success(fl(1, list(thrift.STRUCT, st(fields...)))) }
+	for _, tc := range []struct {
+		name  string
+		in    []byte
+		ok    bool
+		check func(*testing.T, *batch.BatchServiceExecuteBatchResult)
+	}{
+		{name: "empty input", in: []byte{}},
+		{name: "a stop", in: []byte{0}, ok: true, check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+			if r.Success != nil || r.Error != nil {
+				t.Errorf("got %s", dump(r))
+			}
+		}},
+		{name: "an empty success", in: encodeValue(t, success()), ok: true, check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+			if r.Success == nil || r.Success.Responses != nil || r.Error != nil {
+				t.Errorf("got %s", dump(r))
+			}
+		}},
+		{name: "success and error", ok: true, in: encodeValue(t, st(fl(0, st()), fl(1, st(fl(1, i32(99)), fl(2, bin("m")))))),
+			check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+				if r.Success == nil || r.Error == nil || r.Error.Code != 99 || r.Error.Message != "m" {
+					t.Errorf("got %s", dump(r))
+				}
+			}},
+		{name: "unknown fields of every type", ok: true, in: encodeValue(t, st(append(everyType(2),
+			fl(1, st(append(everyType(3), fl(1, i32(2)))...)),
+			fl(0, st(append(everyType(4),
+				fl(1, list(thrift.STRUCT, st(append(everyType(4),
+					fl(1, i32(1)), fl(2, bin("r")), fl(3, st(append(everyType(3), fl(1, i32(100)))...)))...))),
+			)...)))...))},
+		{name: "known ids of the wrong types", ok: true, in: encodeValue(t, st(
+			fl(0, list(thrift.STRUCT, st())), fl(1, bin("x")),
+			fl(0, st(fl(1, st()), fl(2, bin("x")), fl(3, i32(1)))),
+		)), check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+			if r.Success == nil || !reflect.DeepEqual(*r.Success, batch.BatchResponse{}) || r.Error != nil {
+				t.Errorf("got %s", dump(r))
+			}
+		}},
+		{name: "response fields of the wrong types", ok: true, in: encodeValue(t, response(
+			fl(1, boolean(false)), fl(2, i32(1)), fl(3, bin("x")),
+		)), check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+			if q := r.Success.Responses[0]; q.ID != nil || q.Reply != nil || q.Error != nil {
+				t.Errorf("got %s", dump(r))
+			}
+		}},
+		{name: "an error given twice", ok: true, in: encodeValue(t, response(
+			fl(3, st(fl(1, i32(5)), fl(2, bin("first")))), fl(3, st(fl(1, i32(6)))),
+		)), check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+			// The second error is a new struct: the first's message
+			// is gone.
+			if e := r.Success.Responses[0].Error; e == nil || e.Type != 6 || e.Message != "" {
+				t.Errorf("got %s", dump(r))
+			}
+		}},
+		{name: "an empty reply", ok: true, in: encodeValue(t, response(fl(2, bin("")))),
+			check: func(t *testing.T, r *batch.BatchServiceExecuteBatchResult) {
+				if q := r.Success.Responses[0]; q.Reply == nil || len(q.Reply) != 0 {
+					t.Errorf("got %s", dump(r))
+				}
+			}},
+		{name: "responses declared as bools", ok: true, in: encodeValue(t, success(fl(1, list(thrift.BOOL, st(fl(1, i32(3)))))))},
+		// field 0 STRUCT (long form); field 1 LIST of STRUCT, 15 or more: varint count
+		{name: "a list count larger than the input", in: []byte{0x0c, 0x00, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, 0, 0, 0}},
+		{name: "a negative list count", in: []byte{0x0c, 0x00, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0}},
+		// ... a response: field 2 BINARY of 5 bytes, 1 there
+		{name: "a reply past the end", in: []byte{0x0c, 0x00, 0x19, 0x1c, 0x28, 0x05, 'a'}},
+		{name: "a message of a negative length", in: []byte{0x1c, 0x28, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0}},
+		{name: "garbage nested 100 deep", in: encodeValue(t, response(fl(3, st(fl(5, nested(100))))))},
+		{name: "garbage nested 10 deep", ok: true, in: encodeValue(t, response(fl(3, st(fl(5, nested(10))))))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := checkResult(t, tc.in)
+			if (err == nil) != tc.ok {
+				t.Fatalf("input %s: error %v", short(tc.in), err)
+			}
+			if err == nil && tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
+}
+
+// TestDecodeEnvelopesRefuseLyingCounts checks that a list count the input
+// cannot hold fails before the lists are made.
+func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
+	// A count of 2^31-1, then 1 MiB of input: each element needs a byte,
+	// so a count up to 2^20 would pass and cost 56 MiB.
+	tail := make([]byte, 1<<20)
+	for name, decode := range map[string]func([]byte) error{
+		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}) },
+		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}) },
+	} {
+		in := []byte{0x1c, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07}
+		if name == "result" {
+			in = []byte{0x0c, 0x00, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07}
+		}
+		in = append(in, tail...)
+		decode(in) // warm the pool
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		err := decode(in)
+		runtime.ReadMemStats(&after)
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+			t.Errorf("%s: %d bytes allocated before failing", name, n)
+		}
+	}
+}
+
+// Fuzzing.
+
+func FuzzDecodeBatchArgs(f *testing.F) {
+	r := rand.New(rand.NewPCG(19, 20))
+	for added := 0; added < 6; {
+		if b := encodeEnvelope(f, randomArgs(r)); len(b) < 600 {
+			f.Add(b)
+			added++
+		}
+	}
+	f.Add(encodeValue(f, garbledArgs(r)))
+	f.Fuzz(func(t *testing.T, frame []byte) { checkArgs(t, frame) })
+}
+
+func FuzzDecodeBatchResult(f *testing.F) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for added := 0; added < 6; {
+		if b := encodeEnvelope(f, randomResult(r)); len(b) < 600 {
+			f.Add(b)
+			added++
+		}
+	}
+	f.Add(encodeValue(f, garbledResult(r)))
+	f.Fuzz(func(t *testing.T, frame []byte) { checkResult(t, frame) })
+}
+
+// Benchmarks: a batch of 100 calls, with 10 bytes of arguments each and 180
+// bytes of reply.
+
+var (
+	benchArgs   *batch.BatchServiceExecuteBatchArgs
+	benchResult *batch.BatchServiceExecuteBatchResult
+)
+
+func BenchmarkDecodeBatchArgs(b *testing.B) {
+	req := &batch.BatchRequest{AcceptCodecs: []batch.Codec{batch.Codec_ZSTD, batch.Codec_S2}, TimeoutMillis: thrift.Int32Ptr(500)}
+	for i := range 100 {
+		req.Requests = append(req.Requests, &batch.Request{
+			Method:    "getProduct",
+			Arguments: []byte{0x16, 0x80, 0x89, 0x7a, 0x18, 0x02, 'e', 'n', 0x00, 0x00},
+			ID:        thrift.Int32Ptr(int32(i)),
+		})
+	}
+	frame := encodeEnvelope(b, &batch.BatchServiceExecuteBatchArgs{Request: req})
+	ctx := context.Background()
+	for _, way := range []struct {
+		name   string
+		decode func(*batch.BatchServiceExecuteBatchArgs) error
+	}{
+		{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a) }},
+		{"Decode", func(a *batch.BatchServiceExecuteBatchArgs) error { return Decode(ctx, Compact, frame, a) }},
+	} {
+		b.Run(way.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(frame)))
+			for b.Loop() {
+				benchArgs = &batch.BatchServiceExecuteBatchArgs{}
+				if err := way.decode(benchArgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDecodeBatchResult(b *testing.B) {
+	resp := &batch.BatchResponse{}
+	reply := bytes.Repeat([]byte{0x5c, 0x16, 0x80, 0x89, 0x7a, 0x18, 0x0a}, 26)[:180]
+	for i := range 100 {
+		resp.Responses = append(resp.Responses, &batch.Response{ID: thrift.Int32Ptr(int32(i)), Reply: reply})
+	}
+	frame := encodeEnvelope(b, &batch.BatchServiceExecuteBatchResult{Success: resp})
+	ctx := context.Background()
+	for _, way := range []struct {
+		name   string
+		decode func(*batch.BatchServiceExecuteBatchResult) error
+	}{
+		{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r) }},
+		{"Decode", func(r *batch.BatchServiceExecuteBatchResult) error { return Decode(ctx, Compact, frame, r) }},
+	} {
+		b.Run(way.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(frame)))
+			for b.Loop() {
+				benchResult = &batch.BatchServiceExecuteBatchResult{}
+				if err := way.decode(benchResult); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
