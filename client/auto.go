@@ -171,7 +171,9 @@ func (p *pending) finish(kind wire.Kind) error {
 	if !p.answered {
 		return p.err
 	}
-	err := settle(kind, p.method, p.resp, p.err, p.result)
+	d := coder{kind: kind}
+	err := settle(&d, p.method, p.resp, p.err, p.result)
+	d.release()
 	if err != nil && p.ctx.Err() != nil {
 		// The caller's own deadline passed too: say so as an
 		// unbatched call would.

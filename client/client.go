@@ -183,16 +183,17 @@ type Batch struct {
 	requests   []*batch.Request
 	calls      []settler
 	args       []byte // the encoded arguments of all calls, end to end
+	enc        coder  // encodes them
 	sequential bool
 }
 
 // settler is a Call of any result type.
 type settler interface {
-	settle(c *Client, r *batch.Response, batchErr error)
+	settle(d *coder, r *batch.Response, batchErr error)
 }
 
 // NewBatch returns an empty batch to send over c.
-func (c *Client) NewBatch() *Batch { return &Batch{c: c} }
+func (c *Client) NewBatch() *Batch { return &Batch{c: c, enc: coder{kind: c.kind}} }
 
 // Sequential asks the server to run the calls one at a time, in order.
 func (b *Batch) Sequential() *Batch { b.sequential = true; return b }
@@ -210,7 +211,7 @@ func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result 
 	req := &call.req
 	req.Method = method
 	start := len(b.args)
-	out, err := wire.Encode(context.Background(), b.c.kind, b.args, args)
+	out, err := b.enc.encode(b.args, args)
 	if err != nil {
 		call.err = fmt.Errorf("thriftbatch: encode %s arguments: %w", method, err)
 	} else {
@@ -222,9 +223,9 @@ func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result 
 	return call
 }
 
-func (call *Call[R]) settle(c *Client, r *batch.Response, batchErr error) {
+func (call *Call[R]) settle(d *coder, r *batch.Response, batchErr error) {
 	if call.err == nil {
-		call.err = settle(c.kind, call.method, r, batchErr, call.Result)
+		call.err = settle(d, call.method, r, batchErr, call.Result)
 	}
 }
 
@@ -235,13 +236,17 @@ func (call *Call[R]) settle(c *Client, r *batch.Response, batchErr error) {
 // own failure is in its Err only. ctx's deadline, if any, becomes the batch's
 // timeoutMillis.
 func (b *Batch) Execute(ctx context.Context) error {
+	b.enc.release()
 	responses, err := b.c.execute(ctx, b.requests, b.sequential)
-	spread(len(b.calls), func(i int) {
-		var r *batch.Response
-		if err == nil {
-			r = responses[i]
-		}
-		b.calls[i].settle(b.c, r, err)
+	spreadEach(len(b.calls), func() (func(i int), func()) {
+		d := &coder{kind: b.c.kind}
+		return func(i int) {
+			var r *batch.Response
+			if err == nil {
+				r = responses[i]
+			}
+			b.calls[i].settle(d, r, err)
+		}, d.release
 	})
 	return err
 }
@@ -314,9 +319,9 @@ func (c *Client) compressRequests(ctx context.Context, req *batch.BatchRequest) 
 	return nil
 }
 
-// settle decodes one response, encoded with kind, into result and returns
-// the call's error.
-func settle(kind wire.Kind, method string, r *batch.Response, batchErr error, result thrift.TStruct) error {
+// settle decodes one response into result with d and returns the call's
+// error.
+func settle(d *coder, method string, r *batch.Response, batchErr error, result thrift.TStruct) error {
 	switch {
 	case batchErr != nil:
 		return batchErr
@@ -327,7 +332,7 @@ func settle(kind wire.Kind, method string, r *batch.Response, batchErr error, re
 	case result == nil || isNil(result):
 		return nil // oneway
 	}
-	if err := wire.Decode(context.Background(), kind, r.Reply, result); err != nil {
+	if err := d.decode(r.Reply, result); err != nil {
 		return &CallError{Method: method, Code: thrift.PROTOCOL_ERROR, Message: "reply does not decode: " + err.Error()}
 	}
 	return declaredException(result)

@@ -31,6 +31,19 @@ const (
 // calls too quick to share; otherwise a goroutine per helper, a shared
 // increment per 8 calls and one WaitGroup.
 func spread(n int, fn func(i int)) {
+	spreadEach(n, func() (func(i int), func()) { return fn, func() {} })
+}
+
+// spreadEach is spread with state of each goroutine's own: every goroutine
+// that takes part calls worker once, runs the fn it returns for its
+// indices, and then, unless fn panicked, the done it returns.
+func spreadEach(n int, worker func() (fn func(i int), done func())) {
+	fn, done := worker()
+	spreadWith(n, fn, worker)
+	done()
+}
+
+func spreadWith(n int, fn func(i int), worker func() (func(i int), func())) {
 	probe := min(n, spreadProbe)
 	start := time.Now()
 	for i := range probe {
@@ -50,7 +63,7 @@ func spread(n int, fn func(i int)) {
 
 	var next atomic.Int64
 	next.Store(int64(probe))
-	work := func() {
+	work := func(fn func(i int)) {
 		for {
 			lo := int(next.Add(spreadChunk)) - spreadChunk
 			if lo >= n {
@@ -76,12 +89,14 @@ func spread(n int, fn func(i int)) {
 					next.Store(int64(n)) // stop the others early
 				}
 			}()
-			work()
+			fn, done := worker()
+			work(fn)
+			done()
 		})
 	}
 	func() {
 		defer wg.Wait()
-		work()
+		work(fn)
 	}()
 	if p := recovered.Load(); p != nil {
 		panic(p)

@@ -200,3 +200,53 @@ func BenchmarkSpreadDecode(b *testing.B) {
 		})
 	}
 }
+
+// TestSpreadEachGivesEveryGoroutineItsOwnState: each goroutine that takes
+// part gets its state from worker once, uses only that state, and calls its
+// done once after its last index.
+func TestSpreadEachGivesEveryGoroutineItsOwnState(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
+	type state struct {
+		owner string
+		ran   int
+		done  bool
+	}
+	const n = 400
+	var (
+		mu     sync.Mutex
+		states []*state
+		seen   [n]atomic.Int32
+	)
+	spreadEach(n, func() (func(i int), func()) {
+		s := &state{owner: goroutineID()}
+		mu.Lock()
+		states = append(states, s)
+		mu.Unlock()
+		return func(i int) {
+			busy(30 * time.Microsecond)
+			if g := goroutineID(); g != s.owner {
+				t.Errorf("index %d ran on goroutine %s with the state of %s", i, g, s.owner)
+			}
+			if s.done {
+				t.Errorf("index %d ran after its goroutine's done", i)
+			}
+			s.ran++
+			seen[i].Add(1)
+		}, func() { s.done = true }
+	})
+	total := 0
+	for _, s := range states {
+		if !s.done {
+			t.Errorf("goroutine %s: done not called", s.owner)
+		}
+		total += s.ran
+	}
+	if total != n || len(states) < 2 {
+		t.Errorf("%d states ran %d calls, want 2 or more running %d", len(states), total, n)
+	}
+	for i := range seen {
+		if got := seen[i].Load(); got != 1 {
+			t.Errorf("index %d called %d times, want once", i, got)
+		}
+	}
+}

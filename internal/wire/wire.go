@@ -341,14 +341,7 @@ func (c *Call) DecodeException(ctx context.Context, body []byte) (thrift.TApplic
 // Encode appends s, encoded with kind k as a bare struct, to dst.
 func Encode(ctx context.Context, k Kind, dst []byte, s thrift.TStruct) ([]byte, error) {
 	c := Get(k)
-	c.buf.Reset(nil)
-	c.buf.Out = dst
-	err := s.Write(ctx, c.proto)
-	if err == nil {
-		err = c.proto.Flush(ctx)
-	}
-	out := c.buf.Out
-	c.buf.Out = nil
+	out, err := c.Encode(ctx, dst, s)
 	if err != nil {
 		return nil, err
 	}
@@ -361,13 +354,42 @@ func Encode(ctx context.Context, k Kind, dst []byte, s thrift.TStruct) ([]byte, 
 // allocate more than the input could hold.
 func Decode(ctx context.Context, k Kind, b []byte, s thrift.TStruct) error {
 	c := Get(k)
-	c.buf.Reset(b)
-	if err := s.Read(ctx, c.proto); err != nil {
+	if err := c.Decode(ctx, b, s); err != nil {
 		return err
 	}
 	Put(c)
 	return nil
 }
+
+// Encode appends s, encoded with c's kind as a bare struct, to dst. It is
+// the package's Encode without the pool: a caller that encodes many structs
+// in a row keeps one Call for them. After an error, c must not be used again.
+func (c *Call) Encode(ctx context.Context, dst []byte, s thrift.TStruct) ([]byte, error) {
+	c.buf.Reset(nil)
+	c.buf.Out = dst
+	err := s.Write(ctx, c.proto)
+	if err == nil {
+		err = c.proto.Flush(ctx)
+	}
+	out := c.buf.Out
+	c.buf.Out = nil
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Decode reads the bare struct in b into s, as the package's Decode does,
+// with c. After an error c must not be used again, nor after any Decode for
+// kind JSON (see Reusable).
+func (c *Call) Decode(ctx context.Context, b []byte, s thrift.TStruct) error {
+	c.buf.Reset(b)
+	return s.Read(ctx, c.proto)
+}
+
+// Reusable reports whether c may decode again after a successful Decode:
+// true but for JSON, whose protocol may buffer input it has not parsed.
+func (c *Call) Reusable() bool { return c.kind != JSON }
 
 var (
 	emptyBinary = []byte{byte(thrift.STOP)}
