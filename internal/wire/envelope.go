@@ -26,9 +26,9 @@ import (
 // thrift.TTransportException. As args.Read does, it sets only the fields
 // frame holds: pass a zero args. On error, args may be partly set.
 //
-// Its allocations are per batch, not per call: the BatchRequest; for the
-// list of requests, one []batch.Request that the []*batch.Request points
-// into, and one []int32 for their ids if any has one; one each for
+// Its allocations are per 256 calls, not per call: the BatchRequest; for
+// the list of requests, the []*batch.Request, a block of Requests it points
+// into per 256 calls, and a block of int32 per 256 ids; one each for
 // RequestCodec, AcceptCodecs, TimeoutMillis and Sequential when frame holds
 // them. Method names are copied, but a name equal to the one before it in
 // the list reuses that string, so a batch whose calls all name one method
@@ -57,10 +57,10 @@ func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs) err
 // thrift.TTransportException. As res.Read does, it sets only the fields
 // frame holds: pass a zero res. On error, res may be partly set.
 //
-// Its allocations are per batch, not per call: the BatchResponse; for the
-// list of responses, one []batch.Response that the []*batch.Response points
-// into, one []int32 for their ids if any has one, and one []batch.CallError
-// for their errors if any has one; one for Codec when frame holds it; the
+// Its allocations are per 256 calls, not per call: the BatchResponse; for
+// the list of responses, the []*batch.Response, a block of Responses it
+// points into per 256 calls, a block of int32 per 256 ids and one of
+// CallErrors per 256 errors; one for Codec when frame holds it; the
 // BatchError and its message when frame holds one. Error messages are
 // copied, but a message equal to the one before it in the list reuses that
 // string. (Decode allocates three times per call that has an id and a
@@ -196,11 +196,31 @@ func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest) er
 	return p.ReadStructEnd(ctx)
 }
 
+// slab hands out the elements of one list from blocks of up to slabBlock,
+// so that a list costs a few allocations rather than one per element, and
+// a count that a list header claims but the input does not hold costs one
+// block at most: the generated code, too, allocates each element only once
+// it reads it.
+type slab[T any] struct{ block []T }
+
+const slabBlock = 256
+
+// next returns a zeroed element; left is how many the list may still need.
+func (s *slab[T]) next(left int) *T {
+	if len(s.block) == 0 {
+		s.block = make([]T, max(1, min(left, slabBlock)))
+	}
+	e := &s.block[0]
+	s.block = s.block[1:]
+	return e
+}
+
 // requestList is one list of requests being read.
 type requestList struct {
-	reqs   []batch.Request
-	ids    []int32 // made for the first id
-	method string  // the last method name read
+	reqs   slab[batch.Request]
+	ids    slab[int32]
+	left   int    // elements not read yet, this one included
+	method string // the last method name read
 }
 
 func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest) error {
@@ -211,21 +231,23 @@ func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest) error 
 		return thrift.PrependError("error reading list begin: ", err)
 	}
 	// ReadListBegin refused a count the bytes left cannot hold at one
-	// byte an element, so n is at most len(frame).
-	l := requestList{reqs: make([]batch.Request, n)}
+	// byte an element, so n is at most len(frame), and the pointers
+	// cost what the generated code's cost.
+	var l requestList
 	ptrs := make([]*batch.Request, n)
-	for i := range l.reqs {
-		if err := readRequest(ctx, p, &l, i); err != nil {
+	for i := range ptrs {
+		l.left = n - i
+		q := l.reqs.next(l.left)
+		if err := readRequest(ctx, p, &l, q); err != nil {
 			return thrift.PrependError(fmt.Sprintf("requests[%d]: ", i), err)
 		}
-		ptrs[i] = &l.reqs[i]
+		ptrs[i] = q
 	}
 	r.Requests = ptrs
 	return p.ReadListEnd(ctx)
 }
 
-func readRequest(ctx context.Context, p *compact, l *requestList, i int) error {
-	q := &l.reqs[i]
+func readRequest(ctx context.Context, p *compact, l *requestList, q *batch.Request) error {
 	if _, err := p.ReadStructBegin(ctx); err != nil {
 		return err
 	}
@@ -251,11 +273,8 @@ func readRequest(ctx context.Context, p *compact, l *requestList, i int) error {
 		case id == 3 && t == thrift.I32:
 			var v int32
 			if v, err = p.ReadI32(ctx); err == nil {
-				if l.ids == nil {
-					l.ids = make([]int32, len(l.reqs))
-				}
-				l.ids[i] = v
-				q.ID = &l.ids[i]
+				q.ID = l.ids.next(l.left)
+				*q.ID = v
 			}
 		default:
 			err = p.Skip(ctx, t)
@@ -354,10 +373,11 @@ func readBatchResponse(ctx context.Context, p *compact, r *batch.BatchResponse) 
 
 // responseList is one list of responses being read.
 type responseList struct {
-	resps   []batch.Response
-	ids     []int32           // made for the first id
-	errs    []batch.CallError // made for the first error
-	message string            // the last error message read
+	resps   slab[batch.Response]
+	ids     slab[int32]
+	errs    slab[batch.CallError]
+	left    int    // elements not read yet, this one included
+	message string // the last error message read
 }
 
 func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse) error {
@@ -367,20 +387,21 @@ func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse) erro
 		return thrift.PrependError("error reading list begin: ", err)
 	}
 	// n is at most len(frame), as in readRequests.
-	l := responseList{resps: make([]batch.Response, n)}
+	var l responseList
 	ptrs := make([]*batch.Response, n)
-	for i := range l.resps {
-		if err := readResponse(ctx, p, &l, i); err != nil {
+	for i := range ptrs {
+		l.left = n - i
+		q := l.resps.next(l.left)
+		if err := readResponse(ctx, p, &l, q); err != nil {
 			return thrift.PrependError(fmt.Sprintf("responses[%d]: ", i), err)
 		}
-		ptrs[i] = &l.resps[i]
+		ptrs[i] = q
 	}
 	r.Responses = ptrs
 	return p.ReadListEnd(ctx)
 }
 
-func readResponse(ctx context.Context, p *compact, l *responseList, i int) error {
-	q := &l.resps[i]
+func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Response) error {
 	if _, err := p.ReadStructBegin(ctx); err != nil {
 		return err
 	}
@@ -396,11 +417,8 @@ func readResponse(ctx context.Context, p *compact, l *responseList, i int) error
 		case id == 1 && t == thrift.I32:
 			var v int32
 			if v, err = p.ReadI32(ctx); err == nil {
-				if l.ids == nil {
-					l.ids = make([]int32, len(l.resps))
-				}
-				l.ids[i] = v
-				q.ID = &l.ids[i]
+				q.ID = l.ids.next(l.left)
+				*q.ID = v
 			}
 		case id == 2 && t == thrift.STRING:
 			var b []byte
@@ -408,14 +426,10 @@ func readResponse(ctx context.Context, p *compact, l *responseList, i int) error
 				q.Reply = b
 			}
 		case id == 3 && t == thrift.STRUCT:
-			if l.errs == nil {
-				l.errs = make([]batch.CallError, len(l.resps))
-			}
-			// The generated code reads a field given twice into a
-			// new struct: what the first set and the second does
-			// not is lost.
-			e := &l.errs[i]
-			*e = batch.CallError{}
+			// A field given twice is read into a new struct, as
+			// the generated code does: what the first set and the
+			// second does not is lost.
+			e := l.errs.next(l.left)
 			q.Error = e
 			err = readCallError(ctx, p, e, &l.message)
 		default:

@@ -688,6 +688,38 @@ func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 	}
 }
 
+// TestDecodeEnvelopesAllocateAsTheyRead checks a count the input could
+// hold but does not: 2^20 elements claimed over 1 MiB of bytes that fail
+// at the first element. The pointers to the elements are made up front, as
+// the generated code makes them (8 MiB); the elements themselves only as
+// they are read, so one block of them.
+func TestDecodeEnvelopesAllocateAsTheyRead(t *testing.T) {
+	tail := bytes.Repeat([]byte{0xff}, 1<<20)
+	for name, decode := range map[string]func([]byte) error{
+		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}) },
+		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}) },
+	} {
+		// A list of 2^20 structs: 0xfc, then the count as a varint.
+		in := []byte{0x1c, 0x19, 0xfc, 0x80, 0x80, 0x40}
+		if name == "result" {
+			in = []byte{0x0c, 0x00, 0x19, 0xfc, 0x80, 0x80, 0x40}
+		}
+		in = append(in, tail...)
+		decode(in) // warm the pool
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		err := decode(in)
+		runtime.ReadMemStats(&after)
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		if n, limit := after.TotalAlloc-before.TotalAlloc, uint64(8<<20+64<<10); n > limit {
+			t.Errorf("%s: %d bytes allocated before failing, want at most %d", name, n, limit)
+		}
+	}
+}
+
 // Fuzzing.
 
 func FuzzDecodeBatchArgs(f *testing.F) {
