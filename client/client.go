@@ -53,6 +53,7 @@ type Client struct {
 
 type config struct {
 	tc           thrift.TClient
+	tconf        *thrift.TConfiguration
 	accept       []batch.Codec
 	requestCodec batch.Codec
 	compressOver int
@@ -66,6 +67,17 @@ type Option func(*config)
 // say) instead of a thrift.TStandardClient over the protocol given to New.
 // tc must speak that protocol.
 func WithTClient(tc thrift.TClient) Option { return func(c *config) { c.tc = tc } }
+
+// WithTConfiguration gives the client the thrift.TConfiguration of its
+// protocol, whose MaxMessageSize (the longest string or binary) and
+// MaxContainerSize (the longest list) then bound the replies the client
+// reads in memory, as the library's protocol bounds what it reads: over the
+// compact protocol on a framed transport, the client reads a reply's frame
+// itself, and the protocol's own configuration, which Thrift does not
+// expose, is not seen. The default is nil: the library's defaults.
+func WithTConfiguration(conf *thrift.TConfiguration) Option {
+	return func(c *config) { c.tconf = conf }
+}
 
 // WithAcceptCodecs sets the codecs the client reads compressed responses in,
 // in its order of preference. The default is compress.Supported (zstd, s2,
@@ -114,7 +126,7 @@ func New(proto thrift.TProtocol, opts ...Option) (*Client, error) {
 	}
 	if c.tc == nil {
 		c.tc = thrift.NewTStandardClient(proto, proto)
-		c.framed = newFramed(proto)
+		c.framed = newFramed(proto, cfg.tconf)
 	}
 	c.svc = batch.NewBatchServiceClient(c.tc)
 	return c, nil

@@ -3,9 +3,6 @@ package processor
 import (
 	"context"
 	"errors"
-	"io"
-	"math"
-	"sync"
 
 	"github.com/apache/thrift/lib/go/thrift"
 
@@ -14,24 +11,44 @@ import (
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 )
 
-// batchFunction serves executeBatch. It answers exactly as the function the
-// Thrift compiler generates for batch.BatchService would (the same replies,
-// exceptions and errors), with two differences that the generated function
-// cannot make:
+// batchFunction serves executeBatch. It answers as the function the Thrift
+// compiler generates for batch.BatchService would: the same replies, and
+// exceptions of the same types and codes (the text of a PROTOCOL_ERROR
+// names what failed in words of its own). It differs in two ways that the
+// generated function cannot:
 //
 //   - Over the compact protocol on a framed transport, the most common
 //     deployment, it reads the message's body as one frame and decodes it
 //     in memory (wire.DecodeBatchArgs: the calls' arguments are slices of
-//     the frame, their Request structs one allocation per batch), and
+//     the frame, their Request structs a few allocations per batch, a batch
+//     of more calls than WithMaxCalls refused before they are read), and
 //     encodes the reply in memory and writes it to the frame at once,
-//     rather than field by field through the library's protocol.
+//     rather than field by field through the library's protocol. The
+//     message must have its frame to itself, as every Thrift client sends
+//     it; bytes after it fail the message rather than be lost.
 //   - It starts no connectivity watcher of its own: execute starts one per
 //     batch (see watchInterval).
 type batchFunction struct{ p *Processor }
 
 func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.TProtocol) (bool, thrift.TException) {
+	// The protocol the batch arrived on, for its kind and its connection:
+	// middleware (thrift.WrapProcessor) may hand this function another.
+	proto, _ := ctx.Value(protocolKey{}).(thrift.TProtocol)
+	if proto == nil {
+		proto = in
+	}
 	var args batch.BatchServiceExecuteBatchArgs
-	if err := readArgs(ctx, in, &args); err != nil {
+	err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls)
+	var tooMany *wire.TooManyCallsError
+	if errors.As(err, &tooMany) {
+		in.ReadMessageEnd(ctx)
+		be := f.p.refuse(batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", tooMany.Calls, f.p.cfg.maxCalls))
+		if werr := writeMessage(ctx, out, thrift.REPLY, seqID, &batch.BatchServiceExecuteBatchResult{Error: be.(*batch.BatchError)}); werr != nil {
+			return false, thrift.WrapTException(werr)
+		}
+		return true, thrift.WrapTException(be)
+	}
+	if err != nil {
 		in.ReadMessageEnd(ctx)
 		x := thrift.NewTApplicationException(thrift.PROTOCOL_ERROR, err.Error())
 		out.WriteMessageBegin(ctx, dispatcher.MethodName, thrift.EXCEPTION, seqID)
@@ -43,22 +60,22 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	in.ReadMessageEnd(ctx)
 
 	var result batch.BatchServiceExecuteBatchResult
-	var err thrift.TException
-	resp, herr := f.p.execute(ctx, in, args.Request)
+	resp, herr := f.p.execute(ctx, proto, args.Request)
+	var terr thrift.TException
 	if herr != nil {
-		err = thrift.WrapTException(herr)
+		terr = thrift.WrapTException(herr)
 		var be *batch.BatchError
 		switch {
 		case errors.As(herr, &be):
 			result.Error = be
 		case errors.Is(herr, thrift.ErrAbandonRequest):
-			return false, err
+			return false, terr
 		default:
 			x := thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
 			if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
 				return false, thrift.WrapTException(werr)
 			}
-			return true, err
+			return true, terr
 		}
 	} else {
 		result.Success = resp
@@ -66,70 +83,67 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	if werr := writeMessage(ctx, out, thrift.REPLY, seqID, &result); werr != nil {
 		return false, thrift.WrapTException(werr)
 	}
-	return true, err
+	return true, terr
 }
 
 // readArgs reads executeBatch's arguments from in: over the compact
-// protocol on a framed transport, as one frame decoded in memory.
-func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs) error {
-	ft := framedCompact(in)
+// protocol on a framed transport, as one frame decoded in memory, bounded
+// by conf and refusing more than maxCalls calls before reading them.
+func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) error {
+	ft := wire.FramedCompact(in)
 	if ft == nil {
 		return args.Read(ctx, in)
 	}
-	n := ft.RemainingBytes()
-	if n > math.MaxInt32 {
-		return args.Read(ctx, in)
+	frame := wire.ReadFrame(ft)
+	if err := wire.DecodeBatchArgs(frame, args, conf, maxCalls); err != nil {
+		return err
 	}
-	// The frame's size was checked against the transport's maximum when
-	// it arrived, and it is in memory already: a short read can only leave
-	// input that fails to decode, and does.
-	frame := make([]byte, n)
-	read, _ := io.ReadFull(ft, frame)
-	return wire.DecodeBatchArgs(frame[:read], args)
-}
-
-// framedCompact returns p's framed transport when p is the compact protocol
-// over one, and nil otherwise.
-func framedCompact(p thrift.TProtocol) *thrift.TFramedTransport {
-	if cp, ok := p.(*thrift.TCompactProtocol); ok {
-		ft, _ := cp.Transport().(*thrift.TFramedTransport)
-		return ft
-	}
+	detach(args.Request, len(frame))
 	return nil
 }
 
-// replyBuffers holds the buffers replies are encoded into before they are
-// written to a frame; a buffer that grew past maxKept is left to the
-// collector rather than kept.
-var replyBuffers sync.Pool
+// detach copies the arguments and compressedRequests of req, which are
+// slices of its frame of frameLen bytes, into a buffer of their own when
+// they take less than half of the frame and leave more than 64 KiB of it
+// unused (unknown fields, say): the batch keeps what it uses for as long as
+// it runs, not the whole frame.
+func detach(req *batch.BatchRequest, frameLen int) {
+	if req == nil {
+		return
+	}
+	kept := len(req.CompressedRequests)
+	for _, r := range req.Requests {
+		kept += len(r.Arguments)
+	}
+	if frameLen-kept <= 64<<10 || kept >= frameLen/2 {
+		return
+	}
+	buf := make([]byte, 0, kept)
+	own := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	req.CompressedRequests = own(req.CompressedRequests)
+	for _, r := range req.Requests {
+		r.Arguments = own(r.Arguments)
+	}
+}
 
-const maxKept = 256 << 10
-
-// writeMessage writes a message of typeID carrying s and flushes it. Over
+// writeMessage writes a message of typeID carrying s and flushes it; over
 // the compact protocol on a framed transport, s is encoded in memory and
-// written at once.
+// written at once (wire.WriteFramed).
 func writeMessage(ctx context.Context, out thrift.TProtocol, typeID thrift.TMessageType, seqID int32, s thrift.TStruct) error {
+	if ft := wire.FramedCompact(out); ft != nil {
+		return wire.WriteFramed(ctx, out, ft, dispatcher.MethodName, typeID, seqID, s)
+	}
 	if err := out.WriteMessageBegin(ctx, dispatcher.MethodName, typeID, seqID); err != nil {
 		return err
 	}
-	if ft := framedCompact(out); ft != nil {
-		bp, _ := replyBuffers.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
-		body, err := wire.Encode(ctx, wire.Compact, (*bp)[:0], s)
-		if err != nil {
-			return err
-		}
-		_, err = ft.Write(body)
-		if cap(body) <= maxKept {
-			*bp = body
-			replyBuffers.Put(bp)
-		}
-		if err != nil {
-			return thrift.NewTTransportExceptionFromError(err)
-		}
-	} else if err := s.Write(ctx, out); err != nil {
+	if err := s.Write(ctx, out); err != nil {
 		return err
 	}
 	if err := out.WriteMessageEnd(ctx); err != nil {

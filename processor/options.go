@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/apache/thrift/lib/go/thrift"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,6 +43,7 @@ type config struct {
 	compressThreshold    int
 	maxTimeout           time.Duration
 	disconnectCheck      time.Duration
+	tconf                *thrift.TConfiguration
 
 	allow map[string]bool // nil: every method
 	deny  map[string]bool
@@ -145,6 +147,19 @@ func WithMaxCalls(n int) Option { return func(c *config) { c.maxCalls = n } }
 // transport's own limits (TConfiguration's MaxMessageSize and MaxFrameSize)
 // apply before this one.
 func WithMaxRequestBytes(n int) Option { return func(c *config) { c.maxRequestBytes = n } }
+
+// WithTConfiguration gives the processor the thrift.TConfiguration of the
+// server's protocols, whose MaxMessageSize (the longest string or binary)
+// and MaxContainerSize (the longest list) then bound an executeBatch
+// message that the processor reads in memory, as the library's protocol
+// bounds it when reading it field by field: over the compact protocol on a
+// framed transport, the processor reads the message's frame itself, and
+// the protocol's own configuration, which Thrift does not expose, is not
+// seen. The default is nil: the library's defaults (100 MB strings, lists
+// of any length the frame can hold).
+func WithTConfiguration(conf *thrift.TConfiguration) Option {
+	return func(c *config) { c.tconf = conf }
+}
 
 // WithMaxDecompressedBytes sets the most bytes compressedRequests may
 // decompress to; decompression stops there and the batch fails with

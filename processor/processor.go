@@ -190,8 +190,12 @@ func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool
 		return true, nil
 	}
 	fn := *p.batchFn.Load()
-	return fn.Process(ctx, seqID, in, out)
+	return fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
 }
+
+// protocolKey carries the protocol a batch arrived on to batchFunction,
+// past any middleware wrapping it.
+type protocolKey struct{}
 
 // ErrClientGone is the cause of a batch context canceled because its client
 // disconnected (context.Cause tells it).

@@ -461,6 +461,12 @@ func framingCases() []hostileCase {
 			r.send(t, append(make([]byte, 4*100), h.frame(h.batchMsg(t, thrift.CALL, 7, h.echoBatch(t)))...))
 			h.wantEchoes(t, r.reply(t, 7))
 		}},
+		{"a frame holding two batch messages answers PROTOCOL_ERROR and closes, losing neither silently", &framed, func(t *testing.T, h hostileStack, r *rawConn) {
+			two := append(h.batchMsg(t, thrift.CALL, 1, h.echoBatch(t)), h.batchMsg(t, thrift.CALL, 2, h.echoBatch(t))...)
+			r.send(t, h.frame(two))
+			r.exception(t, thrift.PROTOCOL_ERROR, "frame")
+			r.closed(t)
+		}},
 		{"an empty frame and a hang-up close the connection", &framed, func(t *testing.T, h hostileStack, r *rawConn) {
 			r.send(t, make([]byte, 4))
 			r.hangUp(t)
@@ -790,5 +796,31 @@ func callCases(hd *handler) []hostileCase {
 			r.hangUp(t)
 			r.closed(t)
 		}},
+	}
+}
+
+// TestTConfigurationBoundsBatchesReadInMemory: over the compact protocol on
+// a framed transport the processor reads a batch's frame itself, so the
+// container limit of the server's configuration reaches it through
+// processor.WithTConfiguration, as it reaches the library's protocol.
+func TestTConfigurationBoundsBatchesReadInMemory(t *testing.T) {
+	for _, tc := range []struct {
+		limit int32
+		ok    bool
+	}{{3, true}, {2, false}} {
+		t.Run(fmt.Sprintf("MaxContainerSize %d", tc.limit), func(t *testing.T) {
+			addr, _ := serve(t, testsvc.NewTestProcessor(&handler{}), compactFramed,
+				processor.WithTConfiguration(&thrift.TConfiguration{MaxContainerSize: tc.limit}))
+			c := dial(t, addr, compactFramed)
+			echo := func(s string) *batch.Request { return c.req(t, "echo", &testsvc.TestEchoArgs{Text: s}) }
+			_, err := c.batch.ExecuteBatch(context.Background(), &batch.BatchRequest{Requests: []*batch.Request{echo("a"), echo("b"), echo("c")}})
+			var ex thrift.TApplicationException
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("a batch of 3 calls: %v", err)
+			case !tc.ok && (!errors.As(err, &ex) || ex.TypeId() != thrift.PROTOCOL_ERROR || !strings.Contains(ex.Error(), "exceeds the limit of 2")):
+				t.Fatalf("a batch of 3 calls: %v, want PROTOCOL_ERROR naming the limit", err)
+			}
+		})
 	}
 }

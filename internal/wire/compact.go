@@ -42,10 +42,10 @@ type compact struct {
 	boolValue   bool // the value of the bool field just read (ReadFieldBegin)
 	boolRead    bool
 
-	// alias makes ReadBinary return slices of the input instead of copies;
-	// trans, when set, is what Transport returns. See NewFrameReader.
+	// alias makes ReadBinary return slices of the input instead of copies
+	// (see newFrameReader); conf holds the size limits reads obey.
 	alias bool
-	trans thrift.TTransport
+	conf  *thrift.TConfiguration
 }
 
 var _ thrift.TProtocol = (*compact)(nil)
@@ -53,25 +53,15 @@ var _ thrift.TProtocol = (*compact)(nil)
 type byteIO = *thrift.TCompactProtocol
 
 func newCompact(b *Buffer, hdr *header) *compact {
-	return &compact{byteIO: thrift.NewTCompactProtocolConf(b, cfg), b: b, hdr: hdr}
+	return &compact{byteIO: thrift.NewTCompactProtocolConf(b, cfg), b: b, hdr: hdr, conf: cfg}
 }
 
-// NewFrameReader returns a compact protocol that reads the bare struct in
-// frame: the body of a message whose header the caller has read from trans,
-// the connection's transport, which the returned protocol's Transport
-// reports (the generated code asks it whether the client is still there).
-// Binary values it reads are slices of frame, not copies, so frame must not
-// change while they are in use; strings are copied.
-//
-// Reading a message's body from memory this way, rather than through the
-// library's TCompactProtocol over a TFramedTransport, costs no interface
-// call per byte and no allocation per binary value: go test -bench
-// HundredGetProduct ./bench.
-func NewFrameReader(frame []byte, trans thrift.TTransport) thrift.TProtocol {
-	b := &Buffer{}
-	b.Reset(frame)
-	p := newCompact(b, &header{})
-	p.alias, p.trans = true, trans
+// newFrameReader returns a compact protocol over a Buffer of its own whose
+// ReadBinary returns slices of the input rather than copies: for the body of
+// a message read as one frame, whose binary values may then share it.
+func newFrameReader() *compact {
+	p := newCompact(&Buffer{}, &header{})
+	p.alias = true
 	return p
 }
 
@@ -166,10 +156,14 @@ func (p *compact) WriteStructBegin(context.Context, string) error {
 	return nil
 }
 
-func (p *compact) WriteStructEnd(context.Context) error {
+func (p *compact) WriteStructEnd(context.Context) error { return p.pop("WriteStructEnd") }
+
+// pop restores the last field id of the enclosing struct at a struct's
+// end.
+func (p *compact) pop(method string) error {
 	n := len(p.stack)
 	if n == 0 {
-		return thrift.NewTProtocolExceptionWithType(thrift.INVALID_DATA, errors.New("WriteStructEnd called without matching WriteStructBegin call before"))
+		return thrift.NewTProtocolExceptionWithType(thrift.INVALID_DATA, fmt.Errorf("%s called without matching %sBegin call before", method, method[:len(method)-3]))
 	}
 	p.last, p.stack = p.stack[n-1], p.stack[:n-1]
 	return nil
@@ -319,14 +313,7 @@ func (p *compact) ReadStructBegin(context.Context) (string, error) {
 	return "", nil
 }
 
-func (p *compact) ReadStructEnd(context.Context) error {
-	n := len(p.stack)
-	if n == 0 {
-		return thrift.NewTProtocolExceptionWithType(thrift.INVALID_DATA, errors.New("ReadStructEnd called without matching ReadStructBegin call before"))
-	}
-	p.last, p.stack = p.stack[n-1], p.stack[:n-1]
-	return nil
-}
+func (p *compact) ReadStructEnd(context.Context) error { return p.pop("ReadStructEnd") }
 
 func (p *compact) ReadFieldBegin(context.Context) (string, thrift.TType, int16, error) {
 	t, err := p.b.ReadByte()
@@ -481,12 +468,7 @@ func (p *compact) Skip(ctx context.Context, fieldType thrift.TType) error {
 
 func (p *compact) Flush(context.Context) error { return nil }
 
-func (p *compact) Transport() thrift.TTransport {
-	if p.trans != nil {
-		return p.trans
-	}
-	return p.b
-}
+func (p *compact) Transport() thrift.TTransport { return p.b }
 
 // bytes returns the next length-prefixed string or binary, aliasing the
 // input.
@@ -499,7 +481,7 @@ func (p *compact) bytes() ([]byte, error) {
 	switch {
 	case n < 0:
 		return nil, thrift.NewTProtocolExceptionWithType(thrift.NEGATIVE_SIZE, fmt.Errorf("negative size: %d", n))
-	case n > cfg.GetMaxMessageSize():
+	case n > p.conf.GetMaxMessageSize():
 		return nil, thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("size exceeded max allowed: %d", n))
 	}
 	return p.next(int(n))
@@ -524,8 +506,8 @@ func (p *compact) checkContainer(size, minElem int32) error {
 	switch {
 	case size < 0:
 		return thrift.NewTProtocolExceptionWithType(thrift.NEGATIVE_SIZE, fmt.Errorf("negative size: %d", size))
-	case size > cfg.GetMaxContainerSize():
-		return thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("container of %d elements exceeds the limit of %d", size, cfg.GetMaxContainerSize()))
+	case size > p.conf.GetMaxContainerSize():
+		return thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("container of %d elements exceeds the limit of %d", size, p.conf.GetMaxContainerSize()))
 	}
 	if need := int64(size) * int64(minElem); need > int64(p.b.RemainingBytes()) {
 		return thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("container of %d elements needs at least %d bytes, only %d remaining", size, need, p.b.RemainingBytes()))

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -12,19 +13,40 @@ import (
 
 // The batch envelopes, decoded without the generated code, whose Read
 // methods allocate each Request and Response of a list, and each call's id,
-// on its own; the functions here allocate those once per list. They read
-// field by field as the generated methods do: the same fields set, unknown
-// fields and fields of an unexpected type skipped, a list's declared element
-// type ignored, a field given twice read twice and the last value kept.
-// envelope_test.go compares the two on random and arbitrary input.
+// on its own; the functions here allocate those in blocks (see slab). They
+// read field by field as the generated methods do: the same fields set,
+// unknown fields and fields of an unexpected type skipped, a list's declared
+// element type ignored, a field given twice read twice and the last value
+// kept. envelope_test.go compares the two on random and arbitrary input.
+// Their errors are thrift.TProtocolException or thrift.TTransportException
+// where the generated code's are, of the same type id; their texts differ.
+
+// ErrTooManyCalls is what DecodeBatchArgs returns, wrapped with the count,
+// for a list of more requests than its maxCalls.
+var ErrTooManyCalls = errors.New("too many calls")
+
+// TooManyCallsError says how many requests a list held when DecodeBatchArgs
+// refused it for exceeding its maxCalls. It wraps ErrTooManyCalls.
+type TooManyCallsError struct{ Calls int }
+
+func (e *TooManyCallsError) Error() string {
+	return fmt.Sprintf("batch has %d calls", e.Calls)
+}
+
+func (e *TooManyCallsError) Unwrap() error { return ErrTooManyCalls }
 
 // DecodeBatchArgs decodes frame, the body of an executeBatch CALL message
 // (a BatchServiceExecuteBatchArgs struct) in the compact protocol, into args.
+// frame must hold the struct and nothing more: it is a message's frame, and
+// bytes after the struct fail the decode rather than be lost.
 //
-// It sets what args.Read would set reading frame with a TCompactProtocol,
-// and fails where that fails, with a thrift.TProtocolException or
-// thrift.TTransportException. As args.Read does, it sets only the fields
-// frame holds: pass a zero args. On error, args may be partly set.
+// It sets what args.Read would set reading frame with a TCompactProtocol
+// configured with conf (nil: the library's defaults, whose
+// MaxMessageSize bounds strings and binaries and MaxContainerSize lists),
+// and fails where that fails. A list of more than maxCalls requests (0: no
+// limit) fails before any of them is read, with a *TooManyCallsError. As
+// args.Read does, it sets only the fields frame holds: pass a zero args.
+// On error, args may be partly set.
 //
 // Its allocations are per 256 calls, not per call: the BatchRequest; for
 // the list of requests, the []*batch.Request, a block of Requests it points
@@ -38,24 +60,29 @@ import (
 //
 // Arguments and CompressedRequests are slices of frame, not copies, with
 // their capacity cut to their length: frame must not change while they are
-// in use, and a Request kept keeps frame and its whole list reachable.
-func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs) error {
-	p := getEnvelopeReader(frame)
-	err := readBatchArgs(context.Background(), p, args)
+// in use, and a Request kept keeps frame reachable.
+func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) error {
+	p := getEnvelopeReader(frame, conf)
+	err := readBatchArgs(context.Background(), p, args, maxCalls)
+	if err == nil {
+		err = p.whole()
+	}
 	putEnvelopeReader(p)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrTooManyCalls) {
 		return thrift.PrependError("executeBatch args: ", err)
 	}
-	return nil
+	return err
 }
 
 // DecodeBatchResult decodes frame, the body of an executeBatch REPLY
-// (a BatchServiceExecuteBatchResult struct) in the compact protocol, into res.
+// (a BatchServiceExecuteBatchResult struct) in the compact protocol, into
+// res. frame must hold the struct and nothing more, as for
+// DecodeBatchArgs.
 //
-// It sets what res.Read would set reading frame with a TCompactProtocol,
-// and fails where that fails, with a thrift.TProtocolException or
-// thrift.TTransportException. As res.Read does, it sets only the fields
-// frame holds: pass a zero res. On error, res may be partly set.
+// It sets what res.Read would set reading frame with a TCompactProtocol
+// configured with conf (nil: the library's defaults), and fails where that
+// fails. As res.Read does, it sets only the fields frame holds: pass a zero
+// res. On error, res may be partly set.
 //
 // Its allocations are per 256 calls, not per call: the BatchResponse; for
 // the list of responses, the []*batch.Response, a block of Responses it
@@ -68,10 +95,13 @@ func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs) err
 //
 // Reply and CompressedResponses are slices of frame, not copies, with their
 // capacity cut to their length: frame must not change while they are in
-// use, and a Response kept keeps frame and its whole list reachable.
-func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult) error {
-	p := getEnvelopeReader(frame)
+// use, and a Response kept keeps frame reachable.
+func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, conf *thrift.TConfiguration) error {
+	p := getEnvelopeReader(frame, conf)
 	err := readBatchResult(context.Background(), p, res)
+	if err == nil {
+		err = p.whole()
+	}
 	putEnvelopeReader(p)
 	if err != nil {
 		return thrift.PrependError("executeBatch result: ", err)
@@ -79,14 +109,26 @@ func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult) 
 	return nil
 }
 
+// whole fails unless the struct just read was all of the input.
+func (p *compact) whole() error {
+	if n := p.b.RemainingBytes(); n > 0 {
+		return thrift.NewTProtocolExceptionWithType(thrift.INVALID_DATA,
+			fmt.Errorf("%d bytes follow the struct in its frame; a batch message must have its frame to itself", n))
+	}
+	return nil
+}
+
 // envelopeReaders holds the compact protocols the two functions read with,
 // so that a decode allocates none. They alias their input: binary values
 // are slices of it.
-var envelopeReaders = sync.Pool{New: func() any { return NewFrameReader(nil, nil) }}
+var envelopeReaders = sync.Pool{New: func() any { return newFrameReader() }}
 
-func getEnvelopeReader(frame []byte) *compact {
+func getEnvelopeReader(frame []byte, conf *thrift.TConfiguration) *compact {
 	p := envelopeReaders.Get().(*compact)
 	p.b.Reset(frame)
+	if conf != nil {
+		p.conf = conf
+	}
 	return p
 }
 
@@ -95,6 +137,7 @@ func getEnvelopeReader(frame []byte) *compact {
 func putEnvelopeReader(p *compact) {
 	p.b.Reset(nil)
 	p.reset()
+	p.conf = cfg
 	envelopeReaders.Put(p)
 }
 
@@ -121,9 +164,11 @@ func readString(p *compact, last *string) (string, error) {
 	return *last, nil
 }
 
-// The requests.
-
-func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExecuteBatchArgs) error {
+// readFields reads a struct, handing each field's id and type to field,
+// which reads the value of a field it knows and reports false for any
+// other; those are skipped, as the generated code skips unknown fields and
+// fields of an unexpected type.
+func readFields(ctx context.Context, p *compact, field func(id int16, t thrift.TType) (bool, error)) error {
 	if _, err := p.ReadStructBegin(ctx); err != nil {
 		return err
 	}
@@ -135,10 +180,8 @@ func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExec
 		if t == thrift.STOP {
 			break
 		}
-		if id == 1 && t == thrift.STRUCT {
-			args.Request = &batch.BatchRequest{}
-			err = readBatchRequest(ctx, p, args.Request)
-		} else {
+		known, err := field(id, t)
+		if err == nil && !known {
 			err = p.Skip(ctx, t)
 		}
 		if err != nil {
@@ -148,52 +191,60 @@ func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExec
 	return p.ReadStructEnd(ctx)
 }
 
-func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
+// readI32 reads an i32 field into a new int32.
+func readI32(ctx context.Context, p *compact) (*int32, error) {
+	v, err := p.ReadI32(ctx)
+	if err != nil {
+		return nil, err
 	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
+	return &v, nil
+}
+
+// readCodec reads a Codec field into a new Codec.
+func readCodec(ctx context.Context, p *compact) (*batch.Codec, error) {
+	v, err := p.ReadI32(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := batch.Codec(v)
+	return &c, nil
+}
+
+// The requests.
+
+func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExecuteBatchArgs, maxCalls int) error {
+	return readFields(ctx, p, func(id int16, t thrift.TType) (bool, error) {
+		if id != 1 || t != thrift.STRUCT {
+			return false, nil
 		}
-		if t == thrift.STOP {
-			break
-		}
+		args.Request = &batch.BatchRequest{}
+		return true, readBatchRequest(ctx, p, args.Request, maxCalls)
+	})
+}
+
+func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest, maxCalls int) error {
+	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.LIST:
-			err = readRequests(ctx, p, r)
+			return true, readRequests(ctx, p, r, maxCalls)
 		case id == 2 && t == thrift.I32:
-			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				c := batch.Codec(v)
-				r.RequestCodec = &c
-			}
+			r.RequestCodec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
-			var b []byte
-			if b, err = frameBytes(p); err == nil {
-				r.CompressedRequests = b
-			}
+			r.CompressedRequests, err = frameBytes(p)
 		case id == 4 && t == thrift.LIST:
-			err = readCodecs(ctx, p, r)
+			return true, readCodecs(ctx, p, r)
 		case id == 5 && t == thrift.I32:
-			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				r.TimeoutMillis = &v
-			}
+			r.TimeoutMillis, err = readI32(ctx, p)
 		case id == 6 && t == thrift.BOOL:
 			var v bool
 			if v, err = p.ReadBool(ctx); err == nil {
 				r.Sequential = &v
 			}
 		default:
-			err = p.Skip(ctx, t)
+			return false, nil
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return true, err
+	})
 }
 
 // slab hands out the elements of one list from blocks of up to slabBlock,
@@ -223,12 +274,15 @@ type requestList struct {
 	method string // the last method name read
 }
 
-func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest) error {
+func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, maxCalls int) error {
 	// As the generated code does, the declared element type is not
 	// looked at: every element is read as a Request.
 	_, n, err := p.ReadListBegin(ctx)
 	if err != nil {
 		return thrift.PrependError("error reading list begin: ", err)
+	}
+	if maxCalls > 0 && n > maxCalls {
+		return &TooManyCallsError{Calls: n}
 	}
 	// ReadListBegin refused a count the bytes left cannot hold at one
 	// byte an element, so n is at most len(frame), and the pointers
@@ -248,28 +302,12 @@ func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest) error 
 }
 
 func readRequest(ctx context.Context, p *compact, l *requestList, q *batch.Request) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
-	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
-		}
-		if t == thrift.STOP {
-			break
-		}
+	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.STRING:
-			var s string
-			if s, err = readString(p, &l.method); err == nil {
-				q.Method = s
-			}
+			q.Method, err = readString(p, &l.method)
 		case id == 2 && t == thrift.STRING:
-			var b []byte
-			if b, err = frameBytes(p); err == nil {
-				q.Arguments = b
-			}
+			q.Arguments, err = frameBytes(p)
 		case id == 3 && t == thrift.I32:
 			var v int32
 			if v, err = p.ReadI32(ctx); err == nil {
@@ -277,13 +315,10 @@ func readRequest(ctx context.Context, p *compact, l *requestList, q *batch.Reque
 				*q.ID = v
 			}
 		default:
-			err = p.Skip(ctx, t)
+			return false, nil
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return true, err
+	})
 }
 
 func readCodecs(ctx context.Context, p *compact, r *batch.BatchRequest) error {
@@ -307,68 +342,33 @@ func readCodecs(ctx context.Context, p *compact, r *batch.BatchRequest) error {
 // The responses.
 
 func readBatchResult(ctx context.Context, p *compact, res *batch.BatchServiceExecuteBatchResult) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
-	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
-		}
-		if t == thrift.STOP {
-			break
-		}
+	return readFields(ctx, p, func(id int16, t thrift.TType) (bool, error) {
 		switch {
 		case id == 0 && t == thrift.STRUCT:
 			res.Success = &batch.BatchResponse{}
-			err = readBatchResponse(ctx, p, res.Success)
+			return true, readBatchResponse(ctx, p, res.Success)
 		case id == 1 && t == thrift.STRUCT:
 			res.Error = &batch.BatchError{}
-			err = readBatchError(ctx, p, res.Error)
-		default:
-			err = p.Skip(ctx, t)
+			return true, readBatchError(ctx, p, res.Error)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return false, nil
+	})
 }
 
 func readBatchResponse(ctx context.Context, p *compact, r *batch.BatchResponse) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
-	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
-		}
-		if t == thrift.STOP {
-			break
-		}
+	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.LIST:
-			err = readResponses(ctx, p, r)
+			return true, readResponses(ctx, p, r)
 		case id == 2 && t == thrift.I32:
-			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				c := batch.Codec(v)
-				r.Codec = &c
-			}
+			r.Codec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
-			var b []byte
-			if b, err = frameBytes(p); err == nil {
-				r.CompressedResponses = b
-			}
+			r.CompressedResponses, err = frameBytes(p)
 		default:
-			err = p.Skip(ctx, t)
+			return false, nil
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return true, err
+	})
 }
 
 // responseList is one list of responses being read.
@@ -402,17 +402,7 @@ func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse) erro
 }
 
 func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Response) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
-	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
-		}
-		if t == thrift.STOP {
-			break
-		}
+	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.I32:
 			var v int32
@@ -421,89 +411,46 @@ func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Res
 				*q.ID = v
 			}
 		case id == 2 && t == thrift.STRING:
-			var b []byte
-			if b, err = frameBytes(p); err == nil {
-				q.Reply = b
-			}
+			q.Reply, err = frameBytes(p)
 		case id == 3 && t == thrift.STRUCT:
 			// A field given twice is read into a new struct, as
 			// the generated code does: what the first set and the
 			// second does not is lost.
-			e := l.errs.next(l.left)
-			q.Error = e
-			err = readCallError(ctx, p, e, &l.message)
+			q.Error = l.errs.next(l.left)
+			err = readCallError(ctx, p, q.Error, &l.message)
 		default:
-			err = p.Skip(ctx, t)
+			return false, nil
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return true, err
+	})
 }
 
 func readCallError(ctx context.Context, p *compact, e *batch.CallError, message *string) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
-	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
-		}
-		if t == thrift.STOP {
-			break
-		}
+	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.I32:
-			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				e.Type = v
-			}
+			e.Type, err = p.ReadI32(ctx)
 		case id == 2 && t == thrift.STRING:
-			var s string
-			if s, err = readString(p, message); err == nil {
-				e.Message = s
-			}
+			e.Message, err = readString(p, message)
 		default:
-			err = p.Skip(ctx, t)
+			return false, nil
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return true, err
+	})
 }
 
 func readBatchError(ctx context.Context, p *compact, e *batch.BatchError) error {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return err
-	}
-	for {
-		_, t, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return err
-		}
-		if t == thrift.STOP {
-			break
-		}
+	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.I32:
 			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				e.Code = batch.BatchErrorCode(v)
-			}
+			v, err = p.ReadI32(ctx)
+			e.Code = batch.BatchErrorCode(v)
 		case id == 2 && t == thrift.STRING:
-			var s string
-			if s, err = p.ReadString(ctx); err == nil {
-				e.Message = s
-			}
+			e.Message, err = p.ReadString(ctx)
 		default:
-			err = p.Skip(ctx, t)
+			return false, nil
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return p.ReadStructEnd(ctx)
+		return true, err
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -19,16 +20,34 @@ import (
 )
 
 // DecodeBatchArgs and DecodeBatchResult are checked against the generated
-// Read methods, run by Decode over this package's compact protocol: on any
-// input both must fail, or both succeed with equal structs.
+// Read methods over this package's compact protocol (itself checked
+// against the library's in compact_test.go): on any input both must fail,
+// or both succeed with equal structs. A frame must hold the struct alone,
+// so the generated read counts as failed when it leaves bytes unread.
+
+// decodeWhole reads s from frame with the generated Read over a compact
+// protocol configured with conf, and fails as DecodeBatchArgs does when
+// bytes are left.
+func decodeWhole(frame []byte, s thrift.TStruct, conf *thrift.TConfiguration) error {
+	b := &Buffer{}
+	b.Reset(frame)
+	p := newCompact(b, &header{})
+	if conf != nil {
+		p.conf = conf
+	}
+	if err := s.Read(context.Background(), p); err != nil {
+		return err
+	}
+	return p.whole()
+}
 
 // checkArgs decodes frame both ways and fails t unless they agree; it
 // returns DecodeBatchArgs's result.
 func checkArgs(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchArgs, error) {
 	t.Helper()
 	var got, want batch.BatchServiceExecuteBatchArgs
-	gotErr := DecodeBatchArgs(frame, &got)
-	wantErr := Decode(context.Background(), Compact, frame, &want)
+	gotErr := DecodeBatchArgs(frame, &got, nil, 0)
+	wantErr := decodeWhole(frame, &want, nil)
 	checkErrors(t, frame, gotErr, wantErr)
 	if gotErr != nil {
 		return nil, gotErr
@@ -51,8 +70,8 @@ func checkArgs(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchArgs,
 func checkResult(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchResult, error) {
 	t.Helper()
 	var got, want batch.BatchServiceExecuteBatchResult
-	gotErr := DecodeBatchResult(frame, &got)
-	wantErr := Decode(context.Background(), Compact, frame, &want)
+	gotErr := DecodeBatchResult(frame, &got, nil)
+	wantErr := decodeWhole(frame, &want, nil)
 	checkErrors(t, frame, gotErr, wantErr)
 	if gotErr != nil {
 		return nil, gotErr
@@ -83,6 +102,10 @@ func checkErrors(t testing.TB, frame []byte, got, want error) {
 	case thrift.TProtocolException, thrift.TTransportException:
 	default:
 		t.Fatalf("input %s: error %v (%T) is not a TProtocolException or TTransportException", short(frame), got, got)
+	}
+	var g, w thrift.TProtocolException
+	if errors.As(got, &g) && errors.As(want, &w) && g.TypeId() != w.TypeId() {
+		t.Fatalf("input %s: ours failed with protocol error type %d (%v), the generated code with %d (%v)", short(frame), g.TypeId(), got, w.TypeId(), want)
 	}
 }
 
@@ -479,7 +502,7 @@ func TestDecodeBatchArgsHandWritten(t *testing.T) {
 				t.Errorf("got %s", dump(a))
 			}
 		}},
-		{name: "trailing bytes", in: append(encodeValue(t, request()), 0xff, 0xff), ok: true},
+		{name: "trailing bytes", in: append(encodeValue(t, request()), 0xff, 0xff)},
 		{name: "unknown fields of every type", ok: true, in: encodeValue(t, st(append(everyType(2),
 			fl(1, st(append(everyType(7),
 				fl(1, list(thrift.STRUCT, st(append(everyType(4),
@@ -665,8 +688,8 @@ func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 	// so a count up to 2^20 would pass and cost 56 MiB.
 	tail := make([]byte, 1<<20)
 	for name, decode := range map[string]func([]byte) error{
-		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}) },
-		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}) },
+		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0) },
+		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil) },
 	} {
 		in := []byte{0x1c, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07}
 		if name == "result" {
@@ -696,8 +719,8 @@ func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 func TestDecodeEnvelopesAllocateAsTheyRead(t *testing.T) {
 	tail := bytes.Repeat([]byte{0xff}, 1<<20)
 	for name, decode := range map[string]func([]byte) error{
-		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}) },
-		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}) },
+		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0) },
+		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil) },
 	} {
 		// A list of 2^20 structs: 0xfc, then the count as a varint.
 		in := []byte{0x1c, 0x19, 0xfc, 0x80, 0x80, 0x40}
@@ -717,6 +740,46 @@ func TestDecodeEnvelopesAllocateAsTheyRead(t *testing.T) {
 		if n, limit := after.TotalAlloc-before.TotalAlloc, uint64(8<<20+64<<10); n > limit {
 			t.Errorf("%s: %d bytes allocated before failing, want at most %d", name, n, limit)
 		}
+	}
+}
+
+// TestDecodeEnvelopesObeyTheConfiguration checks the limits of a
+// configuration against the library's TCompactProtocol reading the same
+// bytes, and DecodeBatchArgs's maxCalls.
+func TestDecodeEnvelopesObeyTheConfiguration(t *testing.T) {
+	three := &batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: []*batch.Request{
+		{Method: "a", Arguments: []byte{0}}, {Method: "b", Arguments: []byte{0}}, {Method: "a-long-method-name", Arguments: []byte{0}},
+	}}}
+	frame := encodeEnvelope(t, three)
+	library := func(conf *thrift.TConfiguration) error {
+		var a batch.BatchServiceExecuteBatchArgs
+		return a.Read(context.Background(), thrift.NewTCompactProtocolConf(thrift.NewStreamTransportR(bytes.NewReader(frame)), conf))
+	}
+	for _, tc := range []struct {
+		name string
+		conf *thrift.TConfiguration
+		ok   bool
+	}{
+		{"the defaults", nil, true},
+		{"three elements allowed", &thrift.TConfiguration{MaxContainerSize: 3}, true},
+		{"two elements allowed", &thrift.TConfiguration{MaxContainerSize: 2}, false},
+		{"strings of 17 bytes allowed", &thrift.TConfiguration{MaxMessageSize: 17}, false},
+		{"strings of 18 bytes allowed", &thrift.TConfiguration{MaxMessageSize: 18}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err, want := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, tc.conf, 0), library(tc.conf)
+			if (err == nil) != tc.ok || (want == nil) != tc.ok {
+				t.Errorf("DecodeBatchArgs: %v; the library's protocol: %v; want success %v", err, want, tc.ok)
+			}
+		})
+	}
+
+	var tooMany *TooManyCallsError
+	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 2); !errors.As(err, &tooMany) || tooMany.Calls != 3 || !errors.Is(err, ErrTooManyCalls) {
+		t.Errorf("3 calls with maxCalls 2: %v, want a TooManyCallsError of 3", err)
+	}
+	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 3); err != nil {
+		t.Errorf("3 calls with maxCalls 3: %v", err)
 	}
 }
 
@@ -769,7 +832,7 @@ func BenchmarkDecodeBatchArgs(b *testing.B) {
 		name   string
 		decode func(*batch.BatchServiceExecuteBatchArgs) error
 	}{
-		{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a) }},
+		{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a, nil, 0) }},
 		{"Decode", func(a *batch.BatchServiceExecuteBatchArgs) error { return Decode(ctx, Compact, frame, a) }},
 	} {
 		b.Run(way.name, func(b *testing.B) {
@@ -797,7 +860,7 @@ func BenchmarkDecodeBatchResult(b *testing.B) {
 		name   string
 		decode func(*batch.BatchServiceExecuteBatchResult) error
 	}{
-		{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r) }},
+		{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r, nil) }},
 		{"Decode", func(r *batch.BatchServiceExecuteBatchResult) error { return Decode(ctx, Compact, frame, r) }},
 	} {
 		b.Run(way.name, func(b *testing.B) {
