@@ -36,7 +36,7 @@ func TestDetachCopiesArgumentsOutOfALargelyUnusedFrame(t *testing.T) {
 					{Method: "x", Arguments: frame[0:4:4]},
 					{Method: "y", Arguments: frame[4:10:10]},
 					{Method: "z", Arguments: frame[10:10:10]}, // empty, not nil
-					{Method: "w"},                             // nil
+					{Method: "w"}, // nil
 				},
 				CompressedRequests: frame[10:12:12],
 			}
