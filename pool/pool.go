@@ -337,6 +337,8 @@ type run[T any] struct {
 	n       int64
 	res     *Results[T]
 	next    atomic.Int64  // the next index to claim
+	stealAt atomic.Int64  // one above the next index thieves look at, from n down
+	scan    int           // indices below it have started: touched by the coordinator only
 	left    atomic.Int64  // indices not yet claimed and settled
 	stop    atomic.Uint32 // a Status that unclaimed indices get, or 0 to run them
 	done    chan struct{} // closed when left reaches 0
@@ -359,9 +361,11 @@ type run[T any] struct {
 //
 // Cost: 6 or 7 allocations per batch (go test -bench BatchOfTrivialTasks
 // ./pool), one helper hand-off for a batch whose calls finish within the
-// ramp-up interval, one shared increment per chunk of calls, and per call two
-// compare-and-swaps and a store on the call's own status. It returns
-// ErrClosed, running nothing, after Close has begun.
+// ramp-up interval, one shared increment per chunk of calls, per call two
+// compare-and-swaps and a store on the call's own status, and, once every
+// call is claimed, one more look at each status: by the helpers looking for
+// calls to steal, and by the coordinator looking for calls held up. It
+// returns ErrClosed, running nothing, after Close has begun.
 func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*Results[T], error) {
 	if !p.gate.Enter() {
 		return nil, ErrClosed
@@ -377,6 +381,7 @@ func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*
 	}
 	r := &run[T]{fn: fn, n: int64(n), res: res, done: make(chan struct{}), c: &p.counters, start: time.Now()}
 	r.left.Store(int64(n))
+	r.stealAt.Store(int64(n))
 	r.work = r.loop
 
 	if err := ctx.Err(); err != nil {
@@ -417,6 +422,7 @@ func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*
 func (r *run[T]) coordinate(ctx context.Context, p *Pool, limit int) {
 	ctxDone := ctx.Done()
 	full := false
+	stuck := -1 // the first call not started at the last step, once all are claimed
 	for r.helpers < limit {
 		// While the pool is full, look again every millisecond (a timer
 		// is precise enough at that scale) instead of yielding: workers
@@ -427,10 +433,20 @@ func (r *run[T]) coordinate(ctx context.Context, p *Pool, limit int) {
 		claimed := r.next.Load()
 		unclaimed := int(r.n - claimed)
 		if unclaimed <= 0 {
-			// Every call is claimed. One that has not started sits in
-			// a chunk behind a call still running: one more helper
-			// steals it (and any others) rather than let it wait.
-			if r.pending() && r.spawn(p) {
+			// Every call is claimed. One that has not started for a
+			// whole step sits in a chunk behind a call still running:
+			// one more helper steals it, and any others, rather than
+			// let it wait. A chunk of quick calls moves on within a
+			// step, and gets no helper.
+			i := r.firstPending()
+			switch {
+			case i < 0:
+			case i != stuck:
+				stuck = i
+				continue
+			default:
+				stuck = -1
+				full = !r.spawn(p)
 				continue
 			}
 			break
@@ -629,15 +645,21 @@ func (r *run[T]) drain(done <-chan struct{}, recruit func()) (settled, ran uint6
 }
 
 // steal runs the calls that other goroutines have claimed in their chunks
-// but not started, from the last index down, so that a call that turns slow
-// does not hold up the quick calls claimed after it in the same chunk
-// until it returns (or until the deadline). Each call still starts once: it
-// runs on whichever goroutine moves its status from pending to running
-// first, and is settled there. It returns how many calls it settled and
-// how many it ran; once done (when not nil) is closed, the calls it finds
-// pending are settled as StatusCanceled.
+// but not started, so that a call that turns slow does not hold up the
+// quick calls claimed after it in the same chunk until it returns (or
+// until the deadline). Thieves share one pass over the statuses, from the
+// last index down, so a batch's statuses are looked at once however many
+// helpers finish. Each call still starts once: it runs on whichever
+// goroutine moves its status from pending to running first, and is settled
+// there. It returns how many calls it settled and how many it ran; once
+// done (when not nil) is closed, the calls it finds pending are settled as
+// StatusCanceled.
 func (r *run[T]) steal(done <-chan struct{}) (settled, ran uint64) {
-	for i := r.n - 1; i >= 0; i-- {
+	for {
+		i := r.stealAt.Add(-1)
+		if i < 0 {
+			return settled, ran
+		}
 		if Status(r.res.state[i].Load()) != statusPending {
 			continue
 		}
@@ -651,18 +673,19 @@ func (r *run[T]) steal(done <-chan struct{}) (settled, ran uint64) {
 		s, rn := r.one(int(i))
 		settled, ran = settled+s, ran+rn
 	}
-	return settled, ran
 }
 
-// pending reports whether a claimed call has not started yet: a helper more
-// would find it to steal.
-func (r *run[T]) pending() bool {
-	for i := range r.res.state {
-		if Status(r.res.state[i].Load()) == statusPending {
-			return true
-		}
+// firstPending returns the first index whose call has not started, or -1.
+// A call never returns to pending, so the scan resumes where it stopped:
+// over a batch, the coordinator looks at each status once.
+func (r *run[T]) firstPending() int {
+	for r.scan < len(r.res.state) && Status(r.res.state[r.scan].Load()) != statusPending {
+		r.scan++
 	}
-	return false
+	if r.scan == len(r.res.state) {
+		return -1
+	}
+	return r.scan
 }
 
 // one runs index i unless the batch has stopped, and reports whether this
@@ -733,7 +756,9 @@ func (r *run[T]) countAbandoned() bool {
 // abandon gives up the calls that are not done: those not started become
 // StatusCanceled and those running StatusAbandoned. It returns once every
 // index has its final status; a call being written is waited for, which takes
-// a few nanoseconds.
+// a few nanoseconds. The calls it cancels are settled by no goroutine, so
+// done is never closed afterwards: nothing waits for it once Run has
+// abandoned the batch.
 func (r *run[T]) abandon() {
 	r.stop.Store(uint32(StatusCanceled))
 	for i := range r.res.state {

@@ -864,7 +864,8 @@ func TestRunWaitsForStolenCalls(t *testing.T) {
 		case i == slow:
 			select {
 			case <-release:
-			case <-time.After(10 * time.Second):
+			case <-time.After(5 * time.Second):
+				t.Error("no call behind the slow one ran while it was blocked")
 			}
 		case i > slow:
 			// The first call to run behind the slow one (stolen, as
