@@ -213,9 +213,13 @@ func TestSpreadEachGivesEveryGoroutineItsOwnState(t *testing.T) {
 	}
 	const n = 400
 	var (
-		mu     sync.Mutex
-		states []*state
-		seen   [n]atomic.Int32
+		mu        sync.Mutex
+		states    []*state
+		seen      [n]atomic.Int32
+		caller    = goroutineID()
+		helperRan = make(chan struct{})
+		once      sync.Once
+		waited    atomic.Bool
 	)
 	spreadEach(n, func() (func(i int), func()) {
 		s := &state{owner: goroutineID()}
@@ -232,17 +236,31 @@ func TestSpreadEachGivesEveryGoroutineItsOwnState(t *testing.T) {
 			}
 			s.ran++
 			seen[i].Add(1)
+			// As in TestSpreadCallsEveryIndexOnce: past the probe, the
+			// caller waits once for a started helper to run a call.
+			switch {
+			case s.owner != caller:
+				once.Do(func() { close(helperRan) })
+			case i >= spreadProbe && !waited.Swap(true):
+				select {
+				case <-helperRan:
+				case <-time.After(10 * time.Second):
+				}
+			}
 		}, func() { s.done = true }
 	})
-	total := 0
+	total, working := 0, 0
 	for _, s := range states {
 		if !s.done {
 			t.Errorf("goroutine %s: done not called", s.owner)
 		}
 		total += s.ran
+		if s.ran > 0 {
+			working++
+		}
 	}
-	if total != n || len(states) < 2 {
-		t.Errorf("%d states ran %d calls, want 2 or more running %d", len(states), total, n)
+	if total != n || working < 2 {
+		t.Errorf("%d goroutines ran %d calls, want 2 or more running %d", working, total, n)
 	}
 	for i := range seen {
 		if got := seen[i].Load(); got != 1 {

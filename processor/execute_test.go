@@ -2,10 +2,15 @@ package processor
 
 import (
 	"bytes"
+	"context"
 	"testing"
 	"unsafe"
 
+	"github.com/apache/thrift/lib/go/thrift"
+
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
 
 // within reports whether b lies inside frame.
@@ -62,6 +67,142 @@ func TestDetachCopiesArgumentsOutOfALargelyUnusedFrame(t *testing.T) {
 			}
 			if got := req.CompressedRequests; string(got) != "cc" || within(frame, got) == tc.detached {
 				t.Errorf("compressedRequests %q, in the frame: %v", got, within(frame, got))
+			}
+		})
+	}
+}
+
+// handlerFunc adapts execute to the generated BatchService, so that the
+// generated executeBatch function can serve as the reference for
+// batchFunction.
+type handlerFunc func(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error)
+
+func (f handlerFunc) ExecuteBatch(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+	return f(ctx, req)
+}
+
+type echoHandler struct{ testsvc.Test }
+
+func (echoHandler) Echo(_ context.Context, s string) (string, error) { return s, nil }
+
+// frameOf returns msg as one frame of the compact protocol: what the client
+// writes for executeBatch's header and body built by write.
+func frameOf(t *testing.T, typeID thrift.TMessageType, seqID int32, write func(thrift.TProtocol) error) []byte {
+	t.Helper()
+	buf := thrift.NewTMemoryBuffer()
+	p := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(buf, nil), nil)
+	ctx := context.Background()
+	if err := p.WriteMessageBegin(ctx, "executeBatch", typeID, seqID); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteMessageEnd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// answer is what a processor function wrote: a message read back.
+type answer struct {
+	typeID thrift.TMessageType
+	seqID  int32
+	result batch.BatchServiceExecuteBatchResult
+	exType int32
+	ok     bool
+}
+
+// serveFrame runs fn on one compact frame as a server would, and reads back
+// what it wrote.
+func serveFrame(t *testing.T, fn thrift.TProcessorFunction, frame []byte) answer {
+	t.Helper()
+	ctx := context.Background()
+	in := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(thrift.NewStreamTransportR(bytes.NewReader(frame)), nil), nil)
+	outBuf := thrift.NewTMemoryBuffer()
+	out := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(outBuf, nil), nil)
+	_, _, seqID, err := in.ReadMessageBegin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, _ := fn.Process(context.WithValue(ctx, protocolKey{}, in), seqID, in, out)
+	back := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(outBuf, nil), nil)
+	a := answer{ok: ok}
+	if _, a.typeID, a.seqID, err = back.ReadMessageBegin(ctx); err != nil {
+		t.Fatalf("no message written: %v", err)
+	}
+	if a.typeID == thrift.EXCEPTION {
+		ex := thrift.NewTApplicationException(0, "")
+		if err := ex.Read(ctx, back); err != nil {
+			t.Fatal(err)
+		}
+		a.exType = ex.TypeId()
+		return a
+	}
+	if err := a.result.Read(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestBatchFunctionAnswersAsTheGeneratedOne runs batchFunction and the
+// function the Thrift compiler generates for executeBatch, over the same
+// handler, on the same frames of the compact protocol on a framed transport
+// (the path batchFunction reads and writes in memory), and compares what
+// they write: message type and seqid, the reply, or the exception's code.
+func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
+	p, err := New(testsvc.NewTestProcessor(echoHandler{}), WithMaxCalls(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ours := batchFunction{p}
+	gen := batch.NewBatchServiceProcessor(handlerFunc(func(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+		return p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req)
+	})).ProcessorMap()["executeBatch"]
+
+	args := func(req *batch.BatchRequest) func(thrift.TProtocol) error {
+		return func(p thrift.TProtocol) error {
+			return (&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(context.Background(), p)
+		}
+	}
+	echo := func(s string) *batch.Request {
+		b, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &batch.Request{Method: "echo", Arguments: b, ID: thrift.Int32Ptr(7)}
+	}
+	raw := func(b ...byte) func(thrift.TProtocol) error {
+		return func(p thrift.TProtocol) error { _, err := p.Transport().Write(b); return err }
+	}
+	for _, tc := range []struct {
+		name  string
+		write func(thrift.TProtocol) error
+	}{
+		{"a batch of echoes", args(&batch.BatchRequest{Requests: []*batch.Request{echo("a"), echo("b")}})},
+		{"an unknown method and arguments that do not decode", args(&batch.BatchRequest{Requests: []*batch.Request{
+			{Method: "nope", Arguments: []byte{0}}, {Method: "echo", Arguments: []byte{0x18, 0x09}}}})},
+		{"more calls than WithMaxCalls", args(&batch.BatchRequest{Requests: []*batch.Request{echo("a"), echo("b"), echo("c"), echo("d")}})},
+		{"a nested executeBatch", args(&batch.BatchRequest{Requests: []*batch.Request{{Method: "executeBatch", Arguments: []byte{0}}}})},
+		{"compressedRequests that do not decompress", args(&batch.BatchRequest{RequestCodec: batch.CodecPtr(batch.Codec_ZSTD), CompressedRequests: []byte("no")})},
+		{"no request at all", raw(0)},
+		{"a list claiming 2^31-1 requests", raw(0x1c, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, 0)},
+		{"arguments cut short", raw(0x1c, 0x19, 0x1c, 0x28, 0x05, 'a')},
+		{"an unknown field type", raw(0x1e, 0, 0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			frame := frameOf(t, thrift.CALL, 42, tc.write)
+			got, want := serveFrame(t, ours, frame), serveFrame(t, gen, frame)
+			if got.typeID != want.typeID || got.seqID != want.seqID || got.exType != want.exType || got.ok != want.ok {
+				t.Fatalf("ours wrote type %v seqid %d exception %d (ok %v), the generated function type %v seqid %d exception %d (ok %v)",
+					got.typeID, got.seqID, got.exType, got.ok, want.typeID, want.seqID, want.exType, want.ok)
+			}
+			if !got.result.Success.Equals(want.result.Success) || !got.result.Error.Equals(want.result.Error) {
+				t.Fatalf("ours replied %v / %v, the generated function %v / %v", got.result.Success, got.result.Error, want.result.Success, want.result.Error)
 			}
 		})
 	}

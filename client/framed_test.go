@@ -1,0 +1,102 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/apache/thrift/lib/go/thrift"
+
+	"github.com/thriftbatch/thriftbatch/idl/batch"
+)
+
+// reply returns one compact frame: a message of name, typeID and seqID
+// carrying s (nil: an empty struct).
+func reply(t *testing.T, name string, typeID thrift.TMessageType, seqID int32, s thrift.TStruct) []byte {
+	t.Helper()
+	ctx := context.Background()
+	buf := thrift.NewTMemoryBuffer()
+	p := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(buf, nil), nil)
+	if s == nil {
+		s = &batch.BatchServiceExecuteBatchResult{}
+	}
+	if err := errors.Join(p.WriteMessageBegin(ctx, name, typeID, seqID), s.Write(ctx, p), p.WriteMessageEnd(ctx), p.Flush(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestFramedCallAnswersAsTheGeneratedClient reads the same server replies
+// with framed.call and with the generated client over a
+// thrift.TStandardClient, and compares what they return: the response, or
+// an error of the same type and code.
+func TestFramedCallAnswersAsTheGeneratedClient(t *testing.T) {
+	ok := &batch.BatchServiceExecuteBatchResult{Success: &batch.BatchResponse{Responses: []*batch.Response{
+		{ID: thrift.Int32Ptr(1), Reply: []byte{0}}, {Error: &batch.CallError{Type: 1, Message: "nope"}},
+	}}}
+	refused := &batch.BatchServiceExecuteBatchResult{Error: &batch.BatchError{Code: batch.BatchErrorCode_TOO_MANY_CALLS, Message: "too many"}}
+	for _, tc := range []struct {
+		name  string
+		frame func(t *testing.T) []byte
+	}{
+		{"a reply", func(t *testing.T) []byte { return reply(t, "executeBatch", thrift.REPLY, 1, ok) }},
+		{"a BatchError", func(t *testing.T) []byte { return reply(t, "executeBatch", thrift.REPLY, 1, refused) }},
+		{"no result", func(t *testing.T) []byte { return reply(t, "executeBatch", thrift.REPLY, 1, nil) }},
+		{"an exception", func(t *testing.T) []byte {
+			return reply(t, "executeBatch", thrift.EXCEPTION, 1, thrift.NewTApplicationException(thrift.PROTOCOL_ERROR, "bad"))
+		}},
+		{"another method's reply", func(t *testing.T) []byte { return reply(t, "echo", thrift.REPLY, 1, ok) }},
+		{"another call's reply", func(t *testing.T) []byte { return reply(t, "executeBatch", thrift.REPLY, 2, ok) }},
+		{"a oneway message", func(t *testing.T) []byte { return reply(t, "executeBatch", thrift.ONEWAY, 1, ok) }},
+		{"a reply cut short", func(t *testing.T) []byte {
+			b := reply(t, "executeBatch", thrift.REPLY, 1, ok)
+			b = b[:len(b)-3]
+			return append(append([]byte{}, 0, 0, 0, byte(len(b)-4)), b[4:]...)
+		}},
+		{"nothing", func(*testing.T) []byte { return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			frame := tc.frame(t)
+			proto := func() thrift.TProtocol {
+				tr := thrift.NewStreamTransport(bytes.NewReader(frame), io.Discard)
+				return thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(tr, nil), nil)
+			}
+			ctx := context.Background()
+			req := &batch.BatchRequest{Requests: []*batch.Request{{Method: "echo", Arguments: []byte{0}}}}
+			got, gotErr := newFramed(proto(), nil).call(ctx, req)
+			gp := proto()
+			want, wantErr := batch.NewBatchServiceClient(thrift.NewTStandardClient(gp, gp)).ExecuteBatch(ctx, req)
+			if (gotErr == nil) != (wantErr == nil) {
+				t.Fatalf("ours: %v, the generated client: %v", gotErr, wantErr)
+			}
+			if gotErr != nil {
+				if sameKind(gotErr, wantErr) {
+					return
+				}
+				t.Fatalf("ours: %v (%T), the generated client: %v (%T)", gotErr, gotErr, wantErr, wantErr)
+			}
+			if !got.Equals(want) {
+				t.Fatalf("ours: %v, the generated client: %v", got, want)
+			}
+		})
+	}
+}
+
+// sameKind reports whether two errors are the same BatchError, or Thrift
+// exceptions of the same type and code.
+func sameKind(a, b error) bool {
+	var ba, bb *batch.BatchError
+	if errors.As(a, &ba) || errors.As(b, &bb) {
+		return errors.As(a, &ba) && errors.As(b, &bb) && ba.Equals(bb)
+	}
+	var ea, eb thrift.TException
+	if !errors.As(a, &ea) || !errors.As(b, &eb) || ea.TExceptionType() != eb.TExceptionType() {
+		return false
+	}
+	type typed interface{ TypeId() int32 }
+	ta, okA := ea.(typed)
+	tb, okB := eb.(typed)
+	return okA == okB && (!okA || ta.TypeId() == tb.TypeId())
+}
