@@ -44,6 +44,7 @@ type Client struct {
 	tc           thrift.TClient
 	svc          *batch.BatchServiceClient
 	framed       *framed // set for the compact protocol over a framed transport, without WithTClient
+	tconf        *thrift.TConfiguration
 	kind         wire.Kind
 	codecs       *compress.Codecs
 	accept       []batch.Codec
@@ -121,7 +122,7 @@ func New(proto thrift.TProtocol, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	c := &Client{
-		proto: proto, tc: cfg.tc, kind: kind, codecs: codecs,
+		proto: proto, tc: cfg.tc, kind: kind, codecs: codecs, tconf: cfg.tconf,
 		accept: cfg.accept, requestCodec: cfg.requestCodec, compressOver: cfg.compressOver,
 	}
 	if c.tc == nil {
@@ -293,7 +294,7 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 			return nil, fmt.Errorf("thriftbatch: compressed responses (%v): %w", resp.GetCodec(), err)
 		}
 		var inner batch.BatchResponse
-		if err := wire.Decode(ctx, c.kind, raw, &inner); err != nil {
+		if err := c.decodeResponses(ctx, raw, &inner); err != nil {
 			return nil, fmt.Errorf("thriftbatch: compressed responses (%v) do not decode: %w", resp.GetCodec(), err)
 		}
 		responses = inner.Responses
@@ -302,6 +303,17 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 		return nil, fmt.Errorf("thriftbatch: %d responses for %d calls", len(responses), len(requests))
 	}
 	return responses, nil
+}
+
+// decodeResponses decodes raw, the decompressed compressedResponses, into
+// r: the compact protocol by hand (wire.DecodeBatchResponse: a few
+// allocations per batch, the replies slices of raw), the others through the
+// generated code.
+func (c *Client) decodeResponses(ctx context.Context, raw []byte, r *batch.BatchResponse) error {
+	if c.kind == wire.Compact {
+		return wire.DecodeBatchResponse(raw, r, c.tconf)
+	}
+	return wire.Decode(ctx, c.kind, raw, r)
 }
 
 func (c *Client) compressRequests(ctx context.Context, req *batch.BatchRequest) error {

@@ -401,7 +401,10 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 			return nil, 0, batchError(batch.BatchErrorCode_CORRUPT_PAYLOAD, "compressedRequests does not decompress as %v: %v", codec, err)
 		}
 		var inner batch.BatchRequest
-		if err := wire.Decode(ctx, kind, raw, &inner); err != nil {
+		var tooMany *wire.TooManyCallsError
+		if err := p.decodeRequests(ctx, kind, raw, &inner); errors.As(err, &tooMany) {
+			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", tooMany.Calls, p.cfg.maxCalls)
+		} else if err != nil {
 			return nil, 0, batchError(batch.BatchErrorCode_CORRUPT_PAYLOAD, "compressedRequests decompressed (%d bytes) but is not a %v-encoded BatchRequest: %v", len(raw), kind, err)
 		}
 		requests = inner.Requests
@@ -425,6 +428,17 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 		wireBytes = size
 	}
 	return requests, wireBytes, nil
+}
+
+// decodeRequests decodes raw, the decompressed compressedRequests, into r:
+// the compact protocol by hand (wire.DecodeBatchRequest: a few allocations
+// per batch, more than WithMaxCalls calls refused before they are read),
+// the others through the generated code.
+func (p *Processor) decodeRequests(ctx context.Context, kind wire.Kind, raw []byte, r *batch.BatchRequest) error {
+	if kind == wire.Compact {
+		return wire.DecodeBatchRequest(raw, r, p.cfg.tconf, p.cfg.maxCalls)
+	}
+	return wire.Decode(ctx, kind, raw, r)
 }
 
 // timeout returns the batch's deadline: its timeoutMillis capped by the

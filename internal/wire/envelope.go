@@ -109,6 +109,31 @@ func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, 
 	return nil
 }
 
+// DecodeBatchRequest decodes raw, a BatchRequest in the compact protocol
+// (the content of compressedRequests once decompressed), into r, as
+// DecodeBatchArgs decodes the request of an executeBatch message, with the
+// same limits and costs. Bytes after the struct are ignored, as the
+// generated code ignores them: raw is a payload, not a frame that might
+// hold another message.
+func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfiguration, maxCalls int) error {
+	p := getEnvelopeReader(raw, conf)
+	err := readBatchRequest(context.Background(), p, r, maxCalls)
+	putEnvelopeReader(p)
+	return err
+}
+
+// DecodeBatchResponse decodes raw, a BatchResponse in the compact protocol
+// (the content of compressedResponses once decompressed), into r, as
+// DecodeBatchResult decodes the response of an executeBatch reply, with the
+// same limits and costs; bytes after the struct are ignored, as for
+// DecodeBatchRequest.
+func DecodeBatchResponse(raw []byte, r *batch.BatchResponse, conf *thrift.TConfiguration) error {
+	p := getEnvelopeReader(raw, conf)
+	err := readBatchResponse(context.Background(), p, r)
+	putEnvelopeReader(p)
+	return err
+}
+
 // whole fails unless the struct just read was all of the input.
 func (p *compact) whole() error {
 	if n := p.b.RemainingBytes(); n > 0 {

@@ -875,3 +875,35 @@ func BenchmarkDecodeBatchResult(b *testing.B) {
 		})
 	}
 }
+
+// TestDecodeBatchRequestAndResponseMatchGenerated checks the decoders of the
+// decompressed payloads against the generated Read methods, on the
+// requests and responses of random envelopes and on their prefixes.
+func TestDecodeBatchRequestAndResponseMatchGenerated(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	ctx := context.Background()
+	for i := range 1000 {
+		if req := randomArgs(r).Request; req != nil {
+			raw := encodeEnvelope(t, req)
+			for _, in := range [][]byte{raw, raw[:len(raw)/2], append(raw, 0xff)} {
+				var got, want batch.BatchRequest
+				gotErr, wantErr := DecodeBatchRequest(in, &got, nil, 0), Decode(ctx, Compact, in, &want)
+				checkErrors(t, in, gotErr, wantErr)
+				if gotErr == nil && !reflect.DeepEqual(got, want) {
+					t.Fatalf("request %d: got %s, want %s", i, dump(got), dump(want))
+				}
+			}
+		}
+		if resp := randomResult(r).Success; resp != nil {
+			raw := encodeEnvelope(t, resp)
+			for _, in := range [][]byte{raw, raw[:len(raw)/2], append(raw, 0xff)} {
+				var got, want batch.BatchResponse
+				gotErr, wantErr := DecodeBatchResponse(in, &got, nil), Decode(ctx, Compact, in, &want)
+				checkErrors(t, in, gotErr, wantErr)
+				if gotErr == nil && !reflect.DeepEqual(got, want) {
+					t.Fatalf("response %d: got %s, want %s", i, dump(got), dump(want))
+				}
+			}
+		}
+	}
+}
