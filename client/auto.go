@@ -339,7 +339,9 @@ func (a *Auto) send(c *Client, calls []*pending) {
 	for i, p := range calls {
 		requests[i] = p.req
 	}
-	responses, err := c.execute(ctx, requests, false)
+	// Each caller decodes its own reply later: the responses must outlive
+	// this call.
+	responses, err := c.execute(ctx, requests, false, false)
 	for i, p := range calls {
 		if !p.state.CompareAndSwap(waiting, delivering) {
 			continue // its caller has gone

@@ -250,7 +250,8 @@ func (call *Call[R]) settle(d *coder, r *batch.Response, batchErr error) {
 // timeoutMillis.
 func (b *Batch) Execute(ctx context.Context) error {
 	b.enc.release()
-	responses, err := b.c.execute(ctx, b.requests, b.sequential)
+	// The replies are decoded (and copied) before Execute returns.
+	responses, err := b.c.execute(ctx, b.requests, b.sequential, true)
 	spreadEach(len(b.calls), func() (func(i int), func()) {
 		d := &coder{kind: b.c.kind}
 		return func(i int) {
@@ -265,7 +266,9 @@ func (b *Batch) Execute(ctx context.Context) error {
 }
 
 // execute sends requests and returns exactly one response per request.
-func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequential bool) ([]*batch.Response, error) {
+// done says the caller is done with the responses before it calls execute
+// again, so that their memory may serve the next call.
+func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequential, done bool) ([]*batch.Response, error) {
 	req := &batch.BatchRequest{Requests: requests, AcceptCodecs: c.accept}
 	if sequential {
 		req.Sequential = thrift.BoolPtr(true)
@@ -280,7 +283,7 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 	var resp *batch.BatchResponse
 	var err error
 	if c.framed != nil {
-		resp, err = c.framed.call(ctx, req)
+		resp, err = c.framed.call(ctx, req, done)
 	} else {
 		resp, err = c.svc.ExecuteBatch(ctx, req)
 	}

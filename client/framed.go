@@ -25,7 +25,11 @@ type framed struct {
 	trans *thrift.TFramedTransport
 	conf  *thrift.TConfiguration
 	seqID int32
+	frame []byte // the last reply's frame, for a caller that is done with it
 }
+
+// maxKeptFrame is the largest reply frame a framed keeps for the next call.
+const maxKeptFrame = 1 << 20
 
 // newFramed returns a framed caller when proto is the compact protocol over
 // a framed transport, and nil otherwise. conf bounds the replies it reads.
@@ -38,8 +42,10 @@ func newFramed(proto thrift.TProtocol, conf *thrift.TConfiguration) *framed {
 }
 
 // call sends req and returns the server's BatchResponse, its BatchError, or
-// the error that ended the call.
-func (f *framed) call(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+// the error that ended the call. The replies are slices of the reply's
+// frame; with reuse, the caller will be done with them before its next
+// call, and the frame's buffer (up to maxKeptFrame) serves that call too.
+func (f *framed) call(ctx context.Context, req *batch.BatchRequest, reuse bool) (*batch.BatchResponse, error) {
 	const method = dispatcher.MethodName
 	f.seqID++
 	if err := wire.WriteFramed(ctx, f.proto, f.trans, method, thrift.CALL, f.seqID, &batch.BatchServiceExecuteBatchArgs{Request: req}); err != nil {
@@ -66,8 +72,16 @@ func (f *framed) call(ctx context.Context, req *batch.BatchRequest) (*batch.Batc
 	case typeID != thrift.REPLY:
 		return nil, thrift.NewTApplicationException(thrift.INVALID_MESSAGE_TYPE_EXCEPTION, fmt.Sprintf("%s: invalid message type", method))
 	}
+	var dst []byte
+	if reuse {
+		dst = f.frame
+	}
+	frame := wire.ReadFrame(f.trans, dst)
+	if reuse && cap(frame) <= maxKeptFrame {
+		f.frame = frame
+	}
 	var result batch.BatchServiceExecuteBatchResult
-	if err := wire.DecodeBatchResult(wire.ReadFrame(f.trans), &result, f.conf); err != nil {
+	if err := wire.DecodeBatchResult(frame, &result, f.conf); err != nil {
 		return nil, err
 	}
 	if err := f.proto.ReadMessageEnd(ctx); err != nil {

@@ -65,7 +65,7 @@ func TestFramedCallAnswersAsTheGeneratedClient(t *testing.T) {
 			}
 			ctx := context.Background()
 			req := &batch.BatchRequest{Requests: []*batch.Request{{Method: "echo", Arguments: []byte{0}}}}
-			got, gotErr := newFramed(proto(), nil).call(ctx, req)
+			got, gotErr := newFramed(proto(), nil).call(ctx, req, false)
 			gp := proto()
 			want, wantErr := batch.NewBatchServiceClient(thrift.NewTStandardClient(gp, gp)).ExecuteBatch(ctx, req)
 			if (gotErr == nil) != (wantErr == nil) {

@@ -94,7 +94,7 @@ func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchService
 	if ft == nil {
 		return args.Read(ctx, in)
 	}
-	frame := wire.ReadFrame(ft)
+	frame := wire.ReadFrame(ft, nil)
 	if err := wire.DecodeBatchArgs(frame, args, conf, maxCalls); err != nil {
 		return err
 	}

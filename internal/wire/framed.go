@@ -21,15 +21,22 @@ func FramedCompact(p thrift.TProtocol) *thrift.TFramedTransport {
 }
 
 // ReadFrame returns the rest of t's current frame: the body of a message
-// whose header has been read. The frame's size was checked against the
-// transport's maximum when it arrived, and the frame is in memory already,
-// so this costs one allocation and one copy of it.
-func ReadFrame(t *thrift.TFramedTransport) []byte {
-	frame := make([]byte, t.RemainingBytes())
+// whose header has been read, in dst when it has room (nil: a new slice).
+// The frame's size was checked against the transport's maximum when it
+// arrived, and the frame is in memory already, so this costs one copy of
+// it, and an allocation unless dst has room.
+func ReadFrame(t *thrift.TFramedTransport, dst []byte) []byte {
+	n := t.RemainingBytes()
+	var frame []byte
+	if uint64(cap(dst)) >= n {
+		frame = dst[:n]
+	} else {
+		frame = make([]byte, n)
+	}
 	// A short read cannot happen with the frame in memory; were it to,
 	// the input would end early and fail to decode.
-	n, _ := io.ReadFull(t, frame)
-	return frame[:n]
+	read, _ := io.ReadFull(t, frame)
+	return frame[:read]
 }
 
 // bodies holds the buffers WriteFramed encodes into; one that grew past
