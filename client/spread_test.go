@@ -100,8 +100,9 @@ func TestHelpersFor(t *testing.T) {
 		want int
 	}{
 		{92, time.Microsecond, 0},                // 92 µs of work: the caller alone
-		{300, time.Microsecond, 2},               // 300 µs: three goroutines of 100 µs
-		{1000, time.Microsecond, 3},              // GOMAXPROCS-1 at most
+		{490, time.Microsecond, 0},               // under two goroutines' worth
+		{750, time.Microsecond, 2},               // 750 µs: three goroutines of 250 µs
+		{2000, time.Microsecond, 3},              // GOMAXPROCS-1 at most
 		{992, 0, 0},                              // calls too quick to time
 		{spreadChunk - 1, time.Millisecond, 0},   // less than a chunk to share
 		{2*spreadChunk + 1, time.Millisecond, 2}, // a chunk each at least
