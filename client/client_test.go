@@ -321,3 +321,45 @@ func TestOptionsAreValidated(t *testing.T) {
 		}
 	}
 }
+
+// TestABatchKeepsItsResultsAfterTheNextBatch: an explicit batch reads its
+// reply into the buffer of the previous reply on the same Client, so
+// nothing a finished batch handed out may point into that buffer. Two
+// batches of different replies, of the same size so that the second lands
+// in the first's buffer, then the first's results checked again.
+func TestABatchKeepsItsResultsAfterTheNextBatch(t *testing.T) {
+	c := mustDial(t, start(t, &svc{}))
+	send := func(prefix string) (echoes []*client.Call[*testsvc.TestEchoResult], unknown *client.Call[*testsvc.TestEchoResult], dz *client.Call[*testsvc.TestDivideResult]) {
+		b := c.NewBatch()
+		for i := range 20 {
+			echoes = append(echoes, client.Add(b, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprintf("%s %02d", prefix, i)}, &testsvc.TestEchoResult{}))
+		}
+		unknown = client.Add(b, "nosuch"+prefix, &testsvc.TestEchoArgs{}, &testsvc.TestEchoResult{})
+		dz = client.Add(b, "divide", &testsvc.TestDivideArgs{A: 1, B: 0}, &testsvc.TestDivideResult{})
+		if err := b.Execute(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return echoes, unknown, dz
+	}
+	check := func(prefix string, echoes []*client.Call[*testsvc.TestEchoResult], unknown *client.Call[*testsvc.TestEchoResult], dz *client.Call[*testsvc.TestDivideResult]) {
+		t.Helper()
+		for i, e := range echoes {
+			if want := fmt.Sprintf("%s %02d", prefix, i); e.Err() != nil || e.Result.GetSuccess() != want {
+				t.Errorf("echo %d = %q, %v; want %q", i, e.Result.GetSuccess(), e.Err(), want)
+			}
+		}
+		var ce *client.CallError
+		if !errors.As(unknown.Err(), &ce) || !strings.Contains(ce.Message, "nosuch"+prefix) {
+			t.Errorf("unknown method: %v, want it named", unknown.Err())
+		}
+		var oops *testsvc.DivideByZero
+		if !errors.As(dz.Err(), &oops) || oops.Why != "b is zero" {
+			t.Errorf("divide: %v", dz.Err())
+		}
+	}
+	e1, u1, d1 := send("AAA")
+	check("AAA", e1, u1, d1)
+	e2, u2, d2 := send("BBB")
+	check("BBB", e2, u2, d2)
+	check("AAA", e1, u1, d1)
+}

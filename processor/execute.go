@@ -21,7 +21,7 @@ import (
 //     deployment, it reads the message's body as one frame and decodes it
 //     in memory (wire.DecodeBatchArgs: the calls' arguments are slices of
 //     the frame, their Request structs a few allocations per batch, a batch
-//     of more calls than WithMaxCalls refused before they are read), and
+//     of more calls than WithMaxCalls read past without keeping them), and
 //     encodes the reply in memory and writes it to the frame at once,
 //     rather than field by field through the library's protocol. The
 //     message must have its frame to itself, as every Thrift client sends
@@ -38,16 +38,7 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		proto = in
 	}
 	var args batch.BatchServiceExecuteBatchArgs
-	err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls)
-	var tooMany *wire.TooManyCallsError
-	if errors.As(err, &tooMany) {
-		in.ReadMessageEnd(ctx)
-		be := f.p.refuse(batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", tooMany.Calls, f.p.cfg.maxCalls))
-		if werr := writeMessage(ctx, out, thrift.REPLY, seqID, &batch.BatchServiceExecuteBatchResult{Error: be.(*batch.BatchError)}); werr != nil {
-			return false, thrift.WrapTException(werr)
-		}
-		return true, thrift.WrapTException(be)
-	}
+	skipped, err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls)
 	if err != nil {
 		in.ReadMessageEnd(ctx)
 		x := thrift.NewTApplicationException(thrift.PROTOCOL_ERROR, err.Error())
@@ -60,7 +51,7 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	in.ReadMessageEnd(ctx)
 
 	var result batch.BatchServiceExecuteBatchResult
-	resp, herr := f.p.execute(ctx, proto, args.Request)
+	resp, herr := f.p.execute(ctx, proto, args.Request, skipped)
 	var terr thrift.TException
 	if herr != nil {
 		terr = thrift.WrapTException(herr)
@@ -88,18 +79,25 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 
 // readArgs reads executeBatch's arguments from in: over the compact
 // protocol on a framed transport, as one frame decoded in memory, bounded
-// by conf and refusing more than maxCalls calls before reading them.
-func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) error {
+// by conf. A list of more than maxCalls requests is read past rather than
+// kept, and its length returned as skipped, for execute to refuse in its
+// turn.
+func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) (skipped int, err error) {
 	ft := wire.FramedCompact(in)
 	if ft == nil {
-		return args.Read(ctx, in)
+		return 0, args.Read(ctx, in)
 	}
 	frame := wire.ReadFrame(ft, nil)
-	if err := wire.DecodeBatchArgs(frame, args, conf, maxCalls); err != nil {
-		return err
+	err = wire.DecodeBatchArgs(frame, args, conf, maxCalls)
+	var tooMany *wire.TooManyCallsError
+	if errors.As(err, &tooMany) {
+		return tooMany.Calls, nil
+	}
+	if err != nil {
+		return 0, err
 	}
 	detach(args.Request, len(frame))
-	return nil
+	return 0, nil
 }
 
 // detach copies the arguments and compressedRequests of req, which are

@@ -3,6 +3,7 @@ package processor
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"testing"
 	"unsafe"
 
@@ -31,6 +32,7 @@ func TestDetachCopiesArgumentsOutOfALargelyUnusedFrame(t *testing.T) {
 	}{
 		{"arguments are most of the frame", 300, false},
 		{"the unused rest is small", 40 << 10, false},
+		{"the unused rest is over 64 KiB but arguments are most of the frame", 1 << 20, false},
 		{"the unused rest is over 64 KiB and most of the frame", 1 << 20, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,8 +47,11 @@ func TestDetachCopiesArgumentsOutOfALargelyUnusedFrame(t *testing.T) {
 				},
 				CompressedRequests: frame[10:12:12],
 			}
-			if tc.name == "arguments are most of the frame" {
+			switch tc.name {
+			case "arguments are most of the frame":
 				req.Requests[1].Arguments = frame[4:200:200]
+			case "the unused rest is over 64 KiB but arguments are most of the frame":
+				req.Requests[1].Arguments = frame[4 : 600<<10 : 600<<10]
 			}
 			want := [][]byte{bytes.Clone(req.Requests[0].Arguments), bytes.Clone(req.Requests[1].Arguments)}
 			detach(req, len(frame))
@@ -161,7 +166,7 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 	defer p.Close(context.Background())
 	ours := batchFunction{p}
 	gen := batch.NewBatchServiceProcessor(handlerFunc(func(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
-		return p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req)
+		return p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req, 0)
 	})).ProcessorMap()["executeBatch"]
 
 	args := func(req *batch.BatchRequest) func(thrift.TProtocol) error {
@@ -187,6 +192,9 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 		{"an unknown method and arguments that do not decode", args(&batch.BatchRequest{Requests: []*batch.Request{
 			{Method: "nope", Arguments: []byte{0}}, {Method: "echo", Arguments: []byte{0x18, 0x09}}}})},
 		{"more calls than WithMaxCalls", args(&batch.BatchRequest{Requests: []*batch.Request{echo("a"), echo("b"), echo("c"), echo("d")}})},
+		{"more calls than WithMaxCalls and compressedRequests", args(&batch.BatchRequest{
+			Requests: []*batch.Request{echo("a"), echo("b"), echo("c"), echo("d")}, RequestCodec: batch.CodecPtr(batch.Codec_ZSTD), CompressedRequests: []byte("x")})},
+		{"more calls than WithMaxCalls, one of them garbled", raw(0x1c, 0x19, 0x4c, 0x1e, 0, 0, 0, 0, 0, 0)},
 		{"a nested executeBatch", args(&batch.BatchRequest{Requests: []*batch.Request{{Method: "executeBatch", Arguments: []byte{0}}}})},
 		{"compressedRequests that do not decompress", args(&batch.BatchRequest{RequestCodec: batch.CodecPtr(batch.Codec_ZSTD), CompressedRequests: []byte("no")})},
 		{"no request at all", raw(0)},
@@ -206,4 +214,24 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 			}
 		})
 	}
+
+	tooMany := frameOf(t, thrift.CALL, 43, args(&batch.BatchRequest{Requests: []*batch.Request{echo("a"), echo("b"), echo("c"), echo("d")}}))
+	t.Run("bytes after a message of too many calls", func(t *testing.T) {
+		// The generated function reads the message and leaves the bytes
+		// for the next; batchFunction refuses them, as for any batch.
+		frame := append(bytes.Clone(tooMany), 1, 2, 3)
+		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4)) // the frame's length
+		if got := serveFrame(t, ours, frame); got.typeID != thrift.EXCEPTION || got.exType != thrift.PROTOCOL_ERROR {
+			t.Fatalf("type %v, exception %d; want a PROTOCOL_ERROR exception", got.typeID, got.exType)
+		}
+	})
+	t.Run("more calls than WithMaxCalls while closing", func(t *testing.T) {
+		if err := p.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		got, want := serveFrame(t, ours, tooMany), serveFrame(t, gen, tooMany)
+		if !got.result.Error.Equals(want.result.Error) || want.result.Error.GetCode() != batch.BatchErrorCode_SHUTTING_DOWN {
+			t.Fatalf("ours refused with %v, the generated function with %v; want SHUTTING_DOWN", got.result.Error, want.result.Error)
+		}
+	})
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/apache/thrift/lib/go/thrift"
 	"time"
 
+	"github.com/apache/thrift/lib/go/thrift"
 	"github.com/rs/zerolog"
 
 	"github.com/thriftbatch/thriftbatch/dispatcher"

@@ -302,8 +302,10 @@ func holds(fns map[string]thrift.TProcessorFunction, requests []*batch.Request) 
 	return true
 }
 
-// execute runs the batch req, which arrived on proto.
-func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+// execute runs the batch req, which arrived on proto. skipped, when above
+// 0, is how many requests were read past instead of into req.Requests, for
+// exceeding WithMaxCalls.
+func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (*batch.BatchResponse, error) {
 	start := time.Now()
 	if !p.gate.Enter() {
 		return nil, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
@@ -316,7 +318,7 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 	if req == nil {
 		req = batch.NewBatchRequest()
 	}
-	requests, bytesIn, err := p.requests(ctx, kind, req)
+	requests, bytesIn, err := p.requests(ctx, kind, req, skipped)
 	if err != nil {
 		return nil, p.refuse(err)
 	}
@@ -377,14 +379,18 @@ func batchError(code batch.BatchErrorCode, format string, args ...any) *batch.Ba
 
 // requests returns the batch's calls, decompressed and checked against the
 // limits, and the bytes they took on the wire.
-func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.BatchRequest) ([]*batch.Request, int, error) {
+func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.BatchRequest, skipped int) ([]*batch.Request, int, error) {
 	requests := req.Requests
+	calls := len(requests)
+	if skipped > 0 {
+		calls = skipped
+	}
 	wireBytes := 0
 	if req.IsSetCompressedRequests() {
 		codec := req.GetRequestCodec()
 		switch {
-		case len(req.Requests) > 0:
-			return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "both requests (%d calls) and compressedRequests are set; send one", len(req.Requests))
+		case calls > 0:
+			return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "both requests (%d calls) and compressedRequests are set; send one", calls)
 		case codec == batch.Codec_NONE:
 			return nil, 0, batchError(batch.BatchErrorCode_INVALID_REQUEST, "compressedRequests is set but requestCodec is NONE")
 		case !compress.IsSupported(codec):
@@ -407,10 +413,13 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 		} else if err != nil {
 			return nil, 0, batchError(batch.BatchErrorCode_CORRUPT_PAYLOAD, "compressedRequests decompressed (%d bytes) but is not a %v-encoded BatchRequest: %v", len(raw), kind, err)
 		}
-		requests = inner.Requests
+		// The calls' arguments may be slices of raw, which can be far
+		// larger than they are (unknown fields): keep only them.
+		detach(&inner, len(raw))
+		requests, calls = inner.Requests, len(inner.Requests)
 	}
-	if p.cfg.maxCalls > 0 && len(requests) > p.cfg.maxCalls {
-		return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", len(requests), p.cfg.maxCalls)
+	if p.cfg.maxCalls > 0 && calls > p.cfg.maxCalls {
+		return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", calls, p.cfg.maxCalls)
 	}
 	size := 0
 	for _, r := range requests {

@@ -46,6 +46,8 @@ type compact struct {
 	// (see newFrameReader); conf holds the size limits reads obey.
 	alias bool
 	conf  *thrift.TConfiguration
+
+	tooMany int // requests read past for exceeding maxCalls; see DecodeBatchArgs
 }
 
 var _ thrift.TProtocol = (*compact)(nil)
@@ -466,6 +468,64 @@ func (p *compact) Skip(ctx context.Context, fieldType thrift.TType) error {
 	return thrift.SkipDefaultDepth(ctx, p, fieldType)
 }
 
+// skip is thrift.Skip without copying strings and binaries: it reads past
+// them in place. depth bounds the nesting, as the library's does.
+func (p *compact) skip(ctx context.Context, t thrift.TType, depth int) error {
+	if depth <= 0 {
+		return thrift.NewTProtocolExceptionWithType(thrift.DEPTH_LIMIT, errors.New("Depth limit exceeded"))
+	}
+	switch t {
+	case thrift.STRING:
+		_, err := p.bytes()
+		return err
+	case thrift.STRUCT:
+		if _, err := p.ReadStructBegin(ctx); err != nil {
+			return err
+		}
+		for {
+			_, ft, _, err := p.ReadFieldBegin(ctx)
+			if err != nil {
+				return err
+			}
+			if ft == thrift.STOP {
+				break
+			}
+			if err := p.skip(ctx, ft, depth-1); err != nil {
+				return err
+			}
+		}
+		return p.ReadStructEnd(ctx)
+	case thrift.LIST, thrift.SET:
+		elem, n, err := p.ReadListBegin(ctx)
+		if err != nil {
+			return err
+		}
+		for range n {
+			if err := p.skip(ctx, elem, depth-1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case thrift.MAP:
+		k, v, n, err := p.ReadMapBegin(ctx)
+		if err != nil {
+			return err
+		}
+		for range n {
+			if err := p.skip(ctx, k, depth-1); err != nil {
+				return err
+			}
+			if err := p.skip(ctx, v, depth-1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Values of fixed size, and types without values, as the library
+	// skips them.
+	return thrift.Skip(ctx, p, t, depth)
+}
+
 func (p *compact) Flush(context.Context) error { return nil }
 
 func (p *compact) Transport() thrift.TTransport { return p.b }
@@ -509,7 +569,9 @@ func (p *compact) checkContainer(size, minElem int32) error {
 	case size > p.conf.GetMaxContainerSize():
 		return thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("container of %d elements exceeds the limit of %d", size, p.conf.GetMaxContainerSize()))
 	}
-	if need := int64(size) * int64(minElem); need > int64(p.b.RemainingBytes()) {
+	if need := int64(size) * int64(minElem); need > int64(p.conf.GetMaxMessageSize()) {
+		return thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("size exceeded max allowed: %d", need))
+	} else if need > int64(p.b.RemainingBytes()) {
 		return thrift.NewTProtocolExceptionWithType(thrift.SIZE_LIMIT, fmt.Errorf("container of %d elements needs at least %d bytes, only %d remaining", size, need, p.b.RemainingBytes()))
 	}
 	return nil

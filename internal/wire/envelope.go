@@ -21,8 +21,8 @@ import (
 // Their errors are thrift.TProtocolException or thrift.TTransportException
 // where the generated code's are, of the same type id; their texts differ.
 
-// ErrTooManyCalls is what DecodeBatchArgs returns, wrapped with the count,
-// for a list of more requests than its maxCalls.
+// ErrTooManyCalls is what DecodeBatchArgs and DecodeBatchRequest return,
+// wrapped with the count, for a list of more requests than their maxCalls.
 var ErrTooManyCalls = errors.New("too many calls")
 
 // TooManyCallsError says how many requests a list held when DecodeBatchArgs
@@ -44,7 +44,9 @@ func (e *TooManyCallsError) Unwrap() error { return ErrTooManyCalls }
 // configured with conf (nil: the library's defaults, whose
 // MaxMessageSize bounds strings and binaries and MaxContainerSize lists),
 // and fails where that fails. A list of more than maxCalls requests (0: no
-// limit) fails before any of them is read, with a *TooManyCallsError. As
+// limit) is read past without keeping any of its requests, and once the
+// rest of frame has been read as usual, it fails with a
+// *TooManyCallsError, args holding the other fields and no Requests. As
 // args.Read does, it sets only the fields frame holds: pass a zero args.
 // On error, args may be partly set.
 //
@@ -67,11 +69,15 @@ func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, con
 	if err == nil {
 		err = p.whole()
 	}
+	tooMany := p.tooMany
 	putEnvelopeReader(p)
-	if err != nil && !errors.Is(err, ErrTooManyCalls) {
+	switch {
+	case err != nil:
 		return thrift.PrependError("executeBatch args: ", err)
+	case tooMany > 0:
+		return &TooManyCallsError{Calls: tooMany}
 	}
-	return err
+	return nil
 }
 
 // DecodeBatchResult decodes frame, the body of an executeBatch REPLY
@@ -118,7 +124,11 @@ func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, 
 func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfiguration, maxCalls int) error {
 	p := getEnvelopeReader(raw, conf)
 	err := readBatchRequest(context.Background(), p, r, maxCalls)
+	tooMany := p.tooMany
 	putEnvelopeReader(p)
+	if err == nil && tooMany > 0 {
+		return &TooManyCallsError{Calls: tooMany}
+	}
 	return err
 }
 
@@ -162,7 +172,7 @@ func getEnvelopeReader(frame []byte, conf *thrift.TConfiguration) *compact {
 func putEnvelopeReader(p *compact) {
 	p.b.Reset(nil)
 	p.reset()
-	p.conf = cfg
+	p.conf, p.tooMany = cfg, 0
 	envelopeReaders.Put(p)
 }
 
@@ -207,7 +217,7 @@ func readFields(ctx context.Context, p *compact, field func(id int16, t thrift.T
 		}
 		known, err := field(id, t)
 		if err == nil && !known {
-			err = p.Skip(ctx, t)
+			err = p.skip(ctx, t, thrift.DEFAULT_RECURSION_DEPTH)
 		}
 		if err != nil {
 			return err
@@ -307,7 +317,16 @@ func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, maxCal
 		return thrift.PrependError("error reading list begin: ", err)
 	}
 	if maxCalls > 0 && n > maxCalls {
-		return &TooManyCallsError{Calls: n}
+		// Read past the requests without keeping them, so that the
+		// rest of the message is checked as it would be, and say how
+		// many there were once the whole message has been read.
+		for i := range n {
+			if err := p.skip(ctx, thrift.STRUCT, thrift.DEFAULT_RECURSION_DEPTH); err != nil {
+				return thrift.PrependError(fmt.Sprintf("requests[%d]: ", i), err)
+			}
+		}
+		p.tooMany = n
+		return p.ReadListEnd(ctx)
 	}
 	// ReadListBegin refused a count the bytes left cannot hold at one
 	// byte an element, so n is at most len(frame), and the pointers

@@ -774,9 +774,36 @@ func TestDecodeEnvelopesObeyTheConfiguration(t *testing.T) {
 		})
 	}
 
+	// A list whose elements fit in the frame but, at a byte each, not in
+	// MaxMessageSize.
+	thirty := &batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{Requests: make([]*batch.Request, 30)}}
+	for i := range thirty.Request.Requests {
+		thirty.Request.Requests[i] = &batch.Request{}
+	}
+	frame30 := encodeEnvelope(t, thirty)
+	conf := &thrift.TConfiguration{MaxMessageSize: 20}
+	var lib batch.BatchServiceExecuteBatchArgs
+	libErr := lib.Read(context.Background(), thrift.NewTCompactProtocolConf(thrift.NewStreamTransportR(bytes.NewReader(frame30)), conf))
+	if err := DecodeBatchArgs(frame30, &batch.BatchServiceExecuteBatchArgs{}, conf, 0); err == nil || libErr == nil {
+		t.Errorf("30 requests with MaxMessageSize 20: ours %v, the library's protocol %v; want both to fail", err, libErr)
+	}
+
 	var tooMany *TooManyCallsError
 	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 2); !errors.As(err, &tooMany) || tooMany.Calls != 3 || !errors.Is(err, ErrTooManyCalls) {
 		t.Errorf("3 calls with maxCalls 2: %v, want a TooManyCallsError of 3", err)
+	}
+	// Too many calls are read past, not refused at the header: what
+	// follows must still be a well-formed message filling its frame.
+	var a batch.BatchServiceExecuteBatchArgs
+	if err := DecodeBatchArgs(append(bytes.Clone(frame), 0), &a, nil, 2); err == nil || errors.As(err, &tooMany) {
+		t.Errorf("3 calls with maxCalls 2 and a byte after them: %v, want a protocol error", err)
+	}
+	if err := DecodeBatchArgs(frame[:len(frame)-4], &a, nil, 2); err == nil || errors.As(err, &tooMany) {
+		t.Errorf("3 calls with maxCalls 2, cut short: %v, want a protocol error", err)
+	}
+	a = batch.BatchServiceExecuteBatchArgs{}
+	if err := DecodeBatchArgs(frame, &a, nil, 2); !errors.As(err, &tooMany) || a.Request == nil || a.Request.Requests != nil {
+		t.Errorf("3 calls with maxCalls 2: %v, request %+v; want the request without its calls", err, a.Request)
 	}
 	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 3); err != nil {
 		t.Errorf("3 calls with maxCalls 3: %v", err)
