@@ -441,7 +441,7 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 
 // decodeRequests decodes raw, the decompressed compressedRequests, into r:
 // the compact protocol by hand (wire.DecodeBatchRequest: a few allocations
-// per batch, more than WithMaxCalls calls refused before they are read),
+// per batch, more than WithMaxCalls calls read past without keeping them),
 // the others through the generated code.
 func (p *Processor) decodeRequests(ctx context.Context, kind wire.Kind, raw []byte, r *batch.BatchRequest) error {
 	if kind == wire.Compact {
