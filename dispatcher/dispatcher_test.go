@@ -703,3 +703,50 @@ func TestIsBatchMethod(t *testing.T) {
 		t.Errorf("MethodName = %q", dispatcher.MethodName)
 	}
 }
+
+// TestRunHeldAnswersAsRun: RunHeld's replies are Run's, for every protocol,
+// until released, and a call cut off by the deadline, whose handler is
+// still running, is neither answered with its late reply nor released.
+func TestRunHeldAnswersAsRun(t *testing.T) {
+	for _, pr := range protos {
+		t.Run(pr.name, func(t *testing.T) {
+			f := setup(t, nil)
+			reqs := func() []*batch.Request {
+				var rs []*batch.Request
+				for i := range 20 {
+					rs = append(rs, pr.req(t, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprint("held ", i)}, int32(i)))
+				}
+				return append(rs, pr.req(t, "divide", &testsvc.TestDivideArgs{A: 1}, 20), pr.req(t, "nosuch", &testsvc.TestEchoArgs{}, 21))
+			}
+			want := f.run(t, context.Background(), pr, reqs(), false)
+			b := dispatcher.Batch{Requests: reqs(), Functions: f.fns, Protocol: pr.batchProtocol()}
+			got, release, err := f.d.RunHeld(context.Background(), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if !got[i].Equals(want[i]) {
+					t.Errorf("call %d: RunHeld %v, Run %v", i, got[i], want[i])
+				}
+			}
+			release()
+
+			// A call abandoned at the deadline keeps its Call; the
+			// others are released.
+			slow := append(reqs(), pr.req(t, "sleepy", &testsvc.TestSleepyArgs{Millis: 200, Tag: 9}, 22))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			got, release, err = f.d.RunHeld(ctx, dispatcher.Batch{Requests: slow, Functions: f.fns, Protocol: pr.batchProtocol()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantError(t, 22, got[22], batch.CALL_DEADLINE_EXCEEDED)
+			for i := range want {
+				if !got[i].Equals(want[i]) {
+					t.Errorf("call %d beside an abandoned one: RunHeld %v, Run %v", i, got[i], want[i])
+				}
+			}
+			release()
+		})
+	}
+}

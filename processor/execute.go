@@ -51,7 +51,9 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	in.ReadMessageEnd(ctx)
 
 	var result batch.BatchServiceExecuteBatchResult
-	resp, herr := f.p.execute(ctx, proto, args.Request, skipped)
+	resp, release, herr := f.p.execute(ctx, proto, args.Request, skipped)
+	// The replies may be held in their calls' buffers until written.
+	defer release()
 	var terr thrift.TException
 	if herr != nil {
 		terr = thrift.WrapTException(herr)

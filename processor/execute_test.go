@@ -166,7 +166,16 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 	defer p.Close(context.Background())
 	ours := batchFunction{p}
 	gen := batch.NewBatchServiceProcessor(handlerFunc(func(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
-		return p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req, 0)
+		resp, release, err := p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req, 0)
+		// The generated function writes the response after this returns:
+		// hand it a copy whose replies outlive the release.
+		if resp != nil {
+			for _, r := range resp.Responses {
+				r.Reply = bytes.Clone(r.Reply)
+			}
+		}
+		release()
+		return resp, err
 	})).ProcessorMap()["executeBatch"]
 
 	args := func(req *batch.BatchRequest) func(thrift.TProtocol) error {

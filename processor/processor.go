@@ -304,23 +304,25 @@ func holds(fns map[string]thrift.TProcessorFunction, requests []*batch.Request) 
 
 // execute runs the batch req, which arrived on proto. skipped, when above
 // 0, is how many requests were read past instead of into req.Requests, for
-// exceeding WithMaxCalls.
-func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (*batch.BatchResponse, error) {
+// exceeding WithMaxCalls. The response's replies may be held in the buffers
+// the calls wrote them into (dispatcher.RunHeld): call release once the
+// response has been written, and not before.
+func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (resp *batch.BatchResponse, release func(), err error) {
 	start := time.Now()
 	if !p.gate.Enter() {
-		return nil, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
+		return nil, noRelease, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
 	}
 	defer p.gate.Exit()
 	kind, err := wire.KindOf(proto)
 	if err != nil {
-		return nil, thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
+		return nil, noRelease, thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
 	}
 	if req == nil {
 		req = batch.NewBatchRequest()
 	}
 	requests, bytesIn, err := p.requests(ctx, kind, req, skipped)
 	if err != nil {
-		return nil, p.refuse(err)
+		return nil, noRelease, p.refuse(err)
 	}
 	// The request has been read: from here on the connection is quiet
 	// until the response, and a watcher may poll it.
@@ -334,18 +336,19 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	responses, err := p.dispatch.Run(ctx, dispatcher.Batch{
+	responses, release, err := p.dispatch.RunHeld(ctx, dispatcher.Batch{
 		Requests:   requests,
 		Functions:  p.functions(requests),
 		Protocol:   proto,
 		Sequential: req.GetSequential(),
 	})
 	if err != nil {
-		return nil, p.refuse(err)
+		return nil, noRelease, p.refuse(err)
 	}
 	resp, bytesOut, err := p.respond(ctx, kind, req.AcceptCodecs, responses)
 	if err != nil {
-		return nil, p.refuse(err)
+		release()
+		return nil, noRelease, p.refuse(err)
 	}
 	if e := p.log.Debug(); e.Enabled() {
 		failed := 0
@@ -358,8 +361,11 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 			Int("bytes_in", bytesIn).Int("bytes_out", bytesOut).Str("codec", resp.GetCodec().String()).
 			Msg("thriftbatch: batch")
 	}
-	return resp, nil
+	return resp, release, nil
 }
+
+// noRelease is the release of a batch that holds nothing.
+func noRelease() {}
 
 // refuse logs a refused batch and returns its error.
 func (p *Processor) refuse(err error) error {
