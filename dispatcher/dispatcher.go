@@ -166,20 +166,25 @@ func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.R
 	}, nil
 }
 
+// outcome is what one call hands back to the pool: its Response and, with
+// RunHeld, the Call whose buffer its reply is. The pool stores it only for
+// a call that finished before the batch ended, so the Calls of calls
+// abandoned at the deadline, which may still be writing to theirs, are
+// never among those run returns; they are left to the collector.
+type outcome struct {
+	batch.Response
+	held *wire.Call
+}
+
 // run runs the batch; with hold, replies are left in the Calls they were
-// written by, which it returns: those of the calls that finished, whose
-// Calls nothing else touches any more. A call abandoned at the deadline
-// may still be writing to its own; that one is left to the collector.
+// written by, which it returns for release.
 func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Response, []*wire.Call, error) {
 	kind, err := wire.KindOf(b.Protocol)
 	if err != nil {
 		return nil, nil, err
 	}
 	n := len(b.Requests)
-	r := &run{d: d, kind: kind, reqs: b.Requests, fns: make([]thrift.TProcessorFunction, n), ctxs: make([]callCtx, n)}
-	if hold {
-		r.held = make([]*wire.Call, n)
-	}
+	r := &run{d: d, kind: kind, reqs: b.Requests, fns: make([]thrift.TProcessorFunction, n), ctxs: make([]callCtx, n), hold: hold}
 	for i, req := range b.Requests {
 		if req == nil {
 			continue // answered as an unknown method ""
@@ -209,25 +214,19 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 	if b.Sequential {
 		limit = 1
 	}
-	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) batch.Response { return r.call(ctx, i) })
+	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) outcome { return r.call(ctx, i) })
 	if errors.Is(err, pool.ErrClosed) {
 		return nil, nil, &batch.BatchError{Code: batch.BatchErrorCode_SHUTTING_DOWN, Message: "the server is shutting down and takes no new batches"}
 	}
 	out := make([]*batch.Response, n)
 	var held []*wire.Call
-	if hold {
-		// Not r.held's own array: a call abandoned at the deadline may
-		// still write its slot there.
-		held = make([]*wire.Call, 0, n)
-	}
 	for i := range out {
-		v := &res.Values[i]
+		o := &res.Values[i]
+		v := &o.Response
 		switch res.Status(i) {
 		case pool.StatusDone:
-			// The call's goroutine wrote held[i] before its value
-			// was stored as done.
-			if hold && r.held[i] != nil {
-				held = append(held, r.held[i])
+			if o.held != nil {
+				held = append(held, o.held)
 			}
 		case pool.StatusCanceled, pool.StatusAbandoned:
 			*v = failed(contextError(ctx, i))
@@ -307,11 +306,19 @@ type run struct {
 	fns      []thrift.TProcessorFunction
 	ctxs     []callCtx
 	rejected map[int]string // calls the hook refused, with its reason
-	held     []*wire.Call   // with RunHeld: the Call holding each call's reply
+	hold     bool           // RunHeld: replies stay in their Calls
 }
 
-// call runs call i and returns its Response.
-func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
+// call runs call i and returns its Response, and its Call when the reply
+// is held there.
+func (r *run) call(ctx context.Context, i int) (o outcome) {
+	o.Response = r.answer(ctx, i, &o.held)
+	return o
+}
+
+// answer runs call i and returns its Response. With hold, a reply stays in
+// the buffer of the Call that wrote it, which answer puts in *held.
+func (r *run) answer(ctx context.Context, i int, held **wire.Call) (resp batch.Response) {
 	req, fn := r.reqs[i], r.fns[i]
 	if fn == nil {
 		return failed(thrift.UNKNOWN_METHOD, fmt.Sprintf("unknown method %q", method(req)))
@@ -338,10 +345,9 @@ func (r *run) call(ctx context.Context, i int) (resp batch.Response) {
 	switch out.Type {
 	case thrift.REPLY:
 		// Declared exceptions come back here too, inside the result struct.
-		if r.held != nil {
-			// Held: the reply stays in c's buffer until released.
+		if r.hold {
 			resp.Reply = out.Body[:len(out.Body):len(out.Body)]
-			r.held[i] = c
+			*held = c
 			break
 		}
 		resp.Reply = c.Keep(out.Body)

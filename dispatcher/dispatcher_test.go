@@ -705,7 +705,7 @@ func TestIsBatchMethod(t *testing.T) {
 }
 
 // TestRunHeldAnswersAsRun: RunHeld's replies are Run's, for every protocol,
-// until released, and a call cut off by the deadline, whose handler is
+// until released, while other batches run, and a call cut off by the deadline, whose handler is
 // still running, is neither answered with its late reply nor released.
 func TestRunHeldAnswersAsRun(t *testing.T) {
 	for _, pr := range protos {
@@ -724,6 +724,18 @@ func TestRunHeldAnswersAsRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Another batch meanwhile takes Calls from the same pool:
+			// had the first batch's gone back early, its replies would
+			// now be this one's.
+			var others []*batch.Request
+			for i := range 40 {
+				others = append(others, pr.req(t, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprint("other reply ", i)}, int32(i)))
+			}
+			_, releaseOther, err := f.d.RunHeld(context.Background(), dispatcher.Batch{Requests: others, Functions: f.fns, Protocol: pr.batchProtocol()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer releaseOther()
 			for i := range want {
 				if !got[i].Equals(want[i]) {
 					t.Errorf("call %d: RunHeld %v, Run %v", i, got[i], want[i])
