@@ -46,8 +46,6 @@ type compact struct {
 	// (see newFrameReader); conf holds the size limits reads obey.
 	alias bool
 	conf  *thrift.TConfiguration
-
-	tooMany int // requests read past for exceeding maxCalls; see DecodeBatchArgs
 }
 
 var _ thrift.TProtocol = (*compact)(nil)
@@ -479,22 +477,9 @@ func (p *compact) skip(ctx context.Context, t thrift.TType, depth int) error {
 		_, err := p.bytes()
 		return err
 	case thrift.STRUCT:
-		if _, err := p.ReadStructBegin(ctx); err != nil {
-			return err
-		}
-		for {
-			_, ft, _, err := p.ReadFieldBegin(ctx)
-			if err != nil {
-				return err
-			}
-			if ft == thrift.STOP {
-				break
-			}
-			if err := p.skip(ctx, ft, depth-1); err != nil {
-				return err
-			}
-		}
-		return p.ReadStructEnd(ctx)
+		return readFields(ctx, p, func(_ int16, ft thrift.TType) (bool, error) {
+			return true, p.skip(ctx, ft, depth-1)
+		})
 	case thrift.LIST, thrift.SET:
 		elem, n, err := p.ReadListBegin(ctx)
 		if err != nil {

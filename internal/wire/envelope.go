@@ -2,7 +2,6 @@ package wire
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -21,19 +20,25 @@ import (
 // Their errors are thrift.TProtocolException or thrift.TTransportException
 // where the generated code's are, of the same type id; their texts differ.
 
-// ErrTooManyCalls is what DecodeBatchArgs and DecodeBatchRequest return,
-// wrapped with the count, for a list of more requests than their maxCalls.
-var ErrTooManyCalls = errors.New("too many calls")
-
-// TooManyCallsError says how many requests a list held when DecodeBatchArgs
-// refused it for exceeding its maxCalls. It wraps ErrTooManyCalls.
+// TooManyCallsError is what DecodeBatchArgs and DecodeBatchRequest return
+// for a list of more requests than their maxCalls: how many it held.
 type TooManyCallsError struct{ Calls int }
 
 func (e *TooManyCallsError) Error() string {
 	return fmt.Sprintf("batch has %d calls", e.Calls)
 }
 
-func (e *TooManyCallsError) Unwrap() error { return ErrTooManyCalls }
+// callLimit is the maxCalls of a decode, and the length of a list of
+// requests read past for exceeding it.
+type callLimit struct{ max, over int }
+
+// err is the decode's outcome once the whole input has been read.
+func (l *callLimit) err() error {
+	if l.over > 0 {
+		return &TooManyCallsError{Calls: l.over}
+	}
+	return nil
+}
 
 // DecodeBatchArgs decodes frame, the body of an executeBatch CALL message
 // (a BatchServiceExecuteBatchArgs struct) in the compact protocol, into args.
@@ -65,19 +70,16 @@ func (e *TooManyCallsError) Unwrap() error { return ErrTooManyCalls }
 // in use, and a Request kept keeps frame reachable.
 func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) error {
 	p := getEnvelopeReader(frame, conf)
-	err := readBatchArgs(context.Background(), p, args, maxCalls)
+	lim := callLimit{max: maxCalls}
+	err := readBatchArgs(context.Background(), p, args, &lim)
 	if err == nil {
 		err = p.whole()
 	}
-	tooMany := p.tooMany
 	putEnvelopeReader(p)
-	switch {
-	case err != nil:
+	if err != nil {
 		return thrift.PrependError("executeBatch args: ", err)
-	case tooMany > 0:
-		return &TooManyCallsError{Calls: tooMany}
 	}
-	return nil
+	return lim.err()
 }
 
 // DecodeBatchResult decodes frame, the body of an executeBatch REPLY
@@ -123,13 +125,13 @@ func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, 
 // hold another message.
 func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfiguration, maxCalls int) error {
 	p := getEnvelopeReader(raw, conf)
-	err := readBatchRequest(context.Background(), p, r, maxCalls)
-	tooMany := p.tooMany
+	lim := callLimit{max: maxCalls}
+	err := readBatchRequest(context.Background(), p, r, &lim)
 	putEnvelopeReader(p)
-	if err == nil && tooMany > 0 {
-		return &TooManyCallsError{Calls: tooMany}
+	if err != nil {
+		return err
 	}
-	return err
+	return lim.err()
 }
 
 // DecodeBatchResponse decodes raw, a BatchResponse in the compact protocol
@@ -172,7 +174,7 @@ func getEnvelopeReader(frame []byte, conf *thrift.TConfiguration) *compact {
 func putEnvelopeReader(p *compact) {
 	p.b.Reset(nil)
 	p.reset()
-	p.conf, p.tooMany = cfg, 0
+	p.conf = cfg
 	envelopeReaders.Put(p)
 }
 
@@ -247,21 +249,21 @@ func readCodec(ctx context.Context, p *compact) (*batch.Codec, error) {
 
 // The requests.
 
-func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExecuteBatchArgs, maxCalls int) error {
+func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExecuteBatchArgs, lim *callLimit) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (bool, error) {
 		if id != 1 || t != thrift.STRUCT {
 			return false, nil
 		}
 		args.Request = &batch.BatchRequest{}
-		return true, readBatchRequest(ctx, p, args.Request, maxCalls)
+		return true, readBatchRequest(ctx, p, args.Request, lim)
 	})
 }
 
-func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest, maxCalls int) error {
+func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest, lim *callLimit) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.LIST:
-			return true, readRequests(ctx, p, r, maxCalls)
+			return true, readRequests(ctx, p, r, lim)
 		case id == 2 && t == thrift.I32:
 			r.RequestCodec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
@@ -301,22 +303,30 @@ func (s *slab[T]) next(left int) *T {
 	return e
 }
 
-// requestList is one list of requests being read.
-type requestList struct {
-	reqs   slab[batch.Request]
-	ids    slab[int32]
-	left   int    // elements not read yet, this one included
-	method string // the last method name read
+// readList reads n structs, the elements of a list whose header has been
+// read, each into an element of a slab by read (given how many elements are
+// left, this one included), and the list's end. As the generated code does,
+// it reads every element as the struct it expects, whatever element type
+// the header declares.
+func readList[T any](ctx context.Context, p *compact, n int, what string, read func(e *T, left int) error) ([]*T, error) {
+	var elems slab[T]
+	ptrs := make([]*T, n)
+	for i := range ptrs {
+		e := elems.next(n - i)
+		if err := read(e, n-i); err != nil {
+			return nil, thrift.PrependError(fmt.Sprintf("%s[%d]: ", what, i), err)
+		}
+		ptrs[i] = e
+	}
+	return ptrs, p.ReadListEnd(ctx)
 }
 
-func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, maxCalls int) error {
-	// As the generated code does, the declared element type is not
-	// looked at: every element is read as a Request.
+func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, lim *callLimit) error {
 	_, n, err := p.ReadListBegin(ctx)
 	if err != nil {
 		return thrift.PrependError("error reading list begin: ", err)
 	}
-	if maxCalls > 0 && n > maxCalls {
+	if lim.max > 0 && n > lim.max {
 		// Read past the requests without keeping them, so that the
 		// rest of the message is checked as it would be, and say how
 		// many there were once the whole message has been read.
@@ -325,37 +335,31 @@ func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, maxCal
 				return thrift.PrependError(fmt.Sprintf("requests[%d]: ", i), err)
 			}
 		}
-		p.tooMany = n
+		lim.over = n
 		return p.ReadListEnd(ctx)
 	}
 	// ReadListBegin refused a count the bytes left cannot hold at one
 	// byte an element, so n is at most len(frame), and the pointers
 	// cost what the generated code's cost.
-	var l requestList
-	ptrs := make([]*batch.Request, n)
-	for i := range ptrs {
-		l.left = n - i
-		q := l.reqs.next(l.left)
-		if err := readRequest(ctx, p, &l, q); err != nil {
-			return thrift.PrependError(fmt.Sprintf("requests[%d]: ", i), err)
-		}
-		ptrs[i] = q
-	}
-	r.Requests = ptrs
-	return p.ReadListEnd(ctx)
+	var ids slab[int32]
+	var method string // the last method name read
+	r.Requests, err = readList(ctx, p, n, "requests", func(q *batch.Request, left int) error {
+		return readRequest(ctx, p, q, &ids, left, &method)
+	})
+	return err
 }
 
-func readRequest(ctx context.Context, p *compact, l *requestList, q *batch.Request) error {
+func readRequest(ctx context.Context, p *compact, q *batch.Request, ids *slab[int32], left int, method *string) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.STRING:
-			q.Method, err = readString(p, &l.method)
+			q.Method, err = readString(p, method)
 		case id == 2 && t == thrift.STRING:
 			q.Arguments, err = frameBytes(p)
 		case id == 3 && t == thrift.I32:
 			var v int32
 			if v, err = p.ReadI32(ctx); err == nil {
-				q.ID = l.ids.next(l.left)
+				q.ID = ids.next(left)
 				*q.ID = v
 			}
 		default:
@@ -415,43 +419,33 @@ func readBatchResponse(ctx context.Context, p *compact, r *batch.BatchResponse) 
 	})
 }
 
-// responseList is one list of responses being read.
+// responseList holds what the responses of one list share.
 type responseList struct {
-	resps   slab[batch.Response]
 	ids     slab[int32]
 	errs    slab[batch.CallError]
-	left    int    // elements not read yet, this one included
 	message string // the last error message read
 }
 
 func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse) error {
-	// The declared element type is not looked at, as in readRequests.
 	_, n, err := p.ReadListBegin(ctx)
 	if err != nil {
 		return thrift.PrependError("error reading list begin: ", err)
 	}
 	// n is at most len(frame), as in readRequests.
 	var l responseList
-	ptrs := make([]*batch.Response, n)
-	for i := range ptrs {
-		l.left = n - i
-		q := l.resps.next(l.left)
-		if err := readResponse(ctx, p, &l, q); err != nil {
-			return thrift.PrependError(fmt.Sprintf("responses[%d]: ", i), err)
-		}
-		ptrs[i] = q
-	}
-	r.Responses = ptrs
-	return p.ReadListEnd(ctx)
+	r.Responses, err = readList(ctx, p, n, "responses", func(q *batch.Response, left int) error {
+		return readResponse(ctx, p, &l, q, left)
+	})
+	return err
 }
 
-func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Response) error {
+func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Response, left int) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.I32:
 			var v int32
 			if v, err = p.ReadI32(ctx); err == nil {
-				q.ID = l.ids.next(l.left)
+				q.ID = l.ids.next(left)
 				*q.ID = v
 			}
 		case id == 2 && t == thrift.STRING:
@@ -460,7 +454,7 @@ func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Res
 			// A field given twice is read into a new struct, as
 			// the generated code does: what the first set and the
 			// second does not is lost.
-			q.Error = l.errs.next(l.left)
+			q.Error = l.errs.next(left)
 			err = readCallError(ctx, p, q.Error, &l.message)
 		default:
 			return false, nil
