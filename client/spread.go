@@ -26,43 +26,34 @@ const (
 	spreadMinWork = 250 * time.Microsecond
 )
 
-// spread calls fn(i) for every i in [0, n), on the calling goroutine and,
-// when the work is long enough, on up to GOMAXPROCS-1 goroutines more. It
-// returns when every call has returned. A panic in fn reaches the caller
-// once every goroutine has stopped: as it is when fn ran on the caller, and
-// as a *helperPanic holding the value and the helper's stack otherwise.
+// spreadEach calls, for every i in [0, n), fn(i) with an fn of the calling
+// goroutine's own and, when the work is long enough, on up to
+// GOMAXPROCS-1 goroutines more: every goroutine that takes part calls
+// worker once, runs the fn it returns for its indices, and then, unless fn
+// panicked, the done it returns. It returns when every call has returned.
+// A panic in fn reaches the caller once every goroutine has stopped: as it
+// is when fn ran on the caller, and as a *helperPanic holding the value and
+// the helper's stack otherwise.
 //
 // Cost: nothing over the loop for batches of fewer than 16 calls or of
 // calls too quick to share; otherwise a goroutine per helper, a shared
 // increment per 8 calls and one WaitGroup.
-func spread(n int, fn func(i int)) {
-	spreadEach(n, func() (func(i int), func()) { return fn, func() {} })
-}
-
-// spreadEach is spread with state of each goroutine's own: every goroutine
-// that takes part calls worker once, runs the fn it returns for its
-// indices, and then, unless fn panicked, the done it returns.
 func spreadEach(n int, worker func() (fn func(i int), done func())) {
 	fn, done := worker()
-	spreadWith(n, fn, worker)
-	done()
-}
-
-func spreadWith(n int, fn func(i int), worker func() (func(i int), func())) {
 	probe := min(n, spreadProbe)
 	start := time.Now()
 	for i := range probe {
 		fn(i)
 	}
-	rest := n - probe
-	if rest == 0 {
-		return
+	helpers := 0
+	if rest := n - probe; rest > 0 {
+		helpers = helpersFor(rest, time.Since(start)/time.Duration(probe))
 	}
-	helpers := helpersFor(rest, time.Since(start)/time.Duration(probe))
 	if helpers <= 0 {
 		for i := probe; i < n; i++ {
 			fn(i)
 		}
+		done()
 		return
 	}
 
@@ -106,9 +97,10 @@ func spreadWith(n int, fn func(i int), worker func() (func(i int), func())) {
 	if p := recovered.Load(); p != nil {
 		panic(p)
 	}
+	done()
 }
 
-// helpersFor returns how many helpers spread starts for rest calls that
+// helpersFor returns how many helpers spreadEach starts for rest calls that
 // take per each: as many as keep the caller and each helper busy for
 // spreadMinWork, with a chunk each at least, and one fewer than GOMAXPROCS
 // at most.
@@ -116,7 +108,7 @@ func helpersFor(rest int, per time.Duration) int {
 	return max(0, min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork)-1, rest/spreadChunk))
 }
 
-// helperPanic is what spread panics with when fn panicked on a helper.
+// helperPanic is what spreadEach panics with when fn panicked on a helper.
 type helperPanic struct {
 	value any
 	stack []byte

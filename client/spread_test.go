@@ -16,6 +16,11 @@ import (
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 )
 
+// spread is spreadEach with one fn for every goroutine.
+func spread(n int, fn func(i int)) {
+	spreadEach(n, func() (func(i int), func()) { return fn, func() {} })
+}
+
 // busy keeps the processor for d, long enough per call that spread starts
 // helpers.
 func busy(d time.Duration) {
