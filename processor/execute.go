@@ -41,11 +41,9 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	skipped, err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls)
 	if err != nil {
 		in.ReadMessageEnd(ctx)
-		x := thrift.NewTApplicationException(thrift.PROTOCOL_ERROR, err.Error())
-		out.WriteMessageBegin(ctx, dispatcher.MethodName, thrift.EXCEPTION, seqID)
-		x.Write(ctx, out)
-		out.WriteMessageEnd(ctx)
-		out.Flush(ctx)
+		// As the generated code does, the connection ends after this
+		// answer, which it sends if it can.
+		writeMessage(ctx, out, thrift.EXCEPTION, seqID, thrift.NewTApplicationException(thrift.PROTOCOL_ERROR, err.Error()))
 		return false, thrift.WrapTException(err)
 	}
 	in.ReadMessageEnd(ctx)
