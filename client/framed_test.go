@@ -100,3 +100,28 @@ func sameKind(a, b error) bool {
 	tb, okB := eb.(typed)
 	return okA == okB && (!okA || ta.TypeId() == tb.TypeId())
 }
+
+// TestWithTConfigurationBoundsReplies: the client reads a reply's frame
+// itself, so WithTConfiguration's container limit must reach that read.
+func TestWithTConfigurationBoundsReplies(t *testing.T) {
+	ok := &batch.BatchServiceExecuteBatchResult{Success: &batch.BatchResponse{Responses: []*batch.Response{
+		{Reply: []byte{0}}, {Reply: []byte{0}},
+	}}}
+	for _, tc := range []struct {
+		limit int32
+		fails bool
+	}{{2, false}, {1, true}} {
+		frame := reply(t, "executeBatch", thrift.REPLY, 1, ok)
+		proto := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(thrift.NewStreamTransport(bytes.NewReader(frame), io.Discard), nil), nil)
+		c, err := New(proto, WithAcceptCodecs(), WithTConfiguration(&thrift.TConfiguration{MaxContainerSize: tc.limit}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.execute(context.Background(), []*batch.Request{{Method: "echo"}, {Method: "echo"}}, false, true)
+		var pe thrift.TProtocolException
+		if tc.fails != (errors.As(err, &pe) && pe.TypeId() == thrift.SIZE_LIMIT) || (!tc.fails && err != nil) {
+			t.Errorf("MaxContainerSize %d: %v", tc.limit, err)
+		}
+		c.codecs.Close()
+	}
+}
