@@ -854,20 +854,28 @@ func BenchmarkDecodeBatchArgs(b *testing.B) {
 		})
 	}
 	frame := encodeEnvelope(b, &batch.BatchServiceExecuteBatchArgs{Request: req})
-	ctx := context.Background()
-	for _, way := range []struct {
-		name   string
-		decode func(*batch.BatchServiceExecuteBatchArgs) error
-	}{
-		{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a, nil, 0) }},
-		{"Decode", func(a *batch.BatchServiceExecuteBatchArgs) error { return Decode(ctx, Compact, frame, a) }},
-	} {
+	benchDecode(b, frame, &benchArgs,
+		decodeWay[batch.BatchServiceExecuteBatchArgs]{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a, nil, 0) }},
+		decodeWay[batch.BatchServiceExecuteBatchArgs]{"Decode", func(a *batch.BatchServiceExecuteBatchArgs) error {
+			return Decode(context.Background(), Compact, frame, a)
+		}})
+}
+
+// decodeWay is one way of decoding a frame into a T, for benchDecode.
+type decodeWay[T any] struct {
+	name   string
+	decode func(*T) error
+}
+
+// benchDecode times each way of decoding frame into a new T, kept in sink.
+func benchDecode[T any](b *testing.B, frame []byte, sink **T, ways ...decodeWay[T]) {
+	for _, way := range ways {
 		b.Run(way.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(frame)))
 			for b.Loop() {
-				benchArgs = &batch.BatchServiceExecuteBatchArgs{}
-				if err := way.decode(benchArgs); err != nil {
+				*sink = new(T)
+				if err := way.decode(*sink); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -882,25 +890,11 @@ func BenchmarkDecodeBatchResult(b *testing.B) {
 		resp.Responses = append(resp.Responses, &batch.Response{ID: thrift.Int32Ptr(int32(i)), Reply: reply})
 	}
 	frame := encodeEnvelope(b, &batch.BatchServiceExecuteBatchResult{Success: resp})
-	ctx := context.Background()
-	for _, way := range []struct {
-		name   string
-		decode func(*batch.BatchServiceExecuteBatchResult) error
-	}{
-		{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r, nil) }},
-		{"Decode", func(r *batch.BatchServiceExecuteBatchResult) error { return Decode(ctx, Compact, frame, r) }},
-	} {
-		b.Run(way.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(frame)))
-			for b.Loop() {
-				benchResult = &batch.BatchServiceExecuteBatchResult{}
-				if err := way.decode(benchResult); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	benchDecode(b, frame, &benchResult,
+		decodeWay[batch.BatchServiceExecuteBatchResult]{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r, nil) }},
+		decodeWay[batch.BatchServiceExecuteBatchResult]{"Decode", func(r *batch.BatchServiceExecuteBatchResult) error {
+			return Decode(context.Background(), Compact, frame, r)
+		}})
 }
 
 // TestDecodeBatchRequestAndResponseMatchGenerated checks the decoders of the
