@@ -190,8 +190,9 @@ func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTime
 
 // WithDisconnectCheck sets how often a batch checks that its client is still
 // connected, so that its calls' context is canceled, with cause
-// ErrClientGone, soon after the client goes away: one goroutine and ticker
-// per batch, never per call. It applies while
+// ErrClientGone, soon after the client goes away: one timer per batch,
+// never per call, which runs a check (a non-blocking look at the socket)
+// each interval the batch is still running. It applies while
 // thrift.ServerConnectivityCheckInterval is 0; above 0, the batch is checked
 // at that interval instead, as the generated code checks each call sent
 // alone (and the generated code of each batched call still checks once per

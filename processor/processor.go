@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -202,30 +203,52 @@ type protocolKey struct{}
 var ErrClientGone = errors.New("thriftbatch: the client disconnected")
 
 // watch returns a context canceled with ErrClientGone once trans reports it
-// is no longer open, checked every interval by one goroutine, and a function
-// that stops the watch.
+// is no longer open, checked every interval, and a function that stops the
+// watch. The checks run on a timer (time.AfterFunc), not on a goroutine of
+// their own: a batch that ends within one interval, as most do, costs a
+// timer started and stopped, and no goroutine or ticker.
 func watch(ctx context.Context, trans thrift.TTransport, interval time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if !trans.IsOpen() {
-					cancel(ErrClientGone)
-					return
-				}
-			}
-		}
-	}()
-	return ctx, func() {
-		close(done)
-		cancel(nil)
+	w := &watcher{trans: trans, interval: interval, cancel: cancel}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(interval, w.check)
+	w.mu.Unlock()
+	return ctx, w.stop
+}
+
+// watcher is the state of one watch.
+type watcher struct {
+	trans    thrift.TTransport
+	interval time.Duration
+	cancel   context.CancelCauseFunc
+
+	mu      sync.Mutex // guards timer and stopped against a check in flight
+	timer   *time.Timer
+	stopped bool
+}
+
+// check cancels the batch if its client has gone, and otherwise looks again
+// after another interval, unless the watch has stopped meanwhile.
+func (w *watcher) check() {
+	if !w.trans.IsOpen() {
+		w.cancel(ErrClientGone)
+		return
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.timer.Reset(w.interval)
+	}
+}
+
+// stop ends the watch and releases the batch's context. A check already
+// running may still finish, but its cancel has no effect by then.
+func (w *watcher) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.timer.Stop()
+	w.mu.Unlock()
+	w.cancel(nil)
 }
 
 // watchInterval returns how often a batch's connection is checked: every

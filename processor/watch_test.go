@@ -1,0 +1,107 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
+)
+
+// switchable is a transport whose IsOpen the test decides, counting the
+// checks.
+type switchable struct {
+	thrift.TTransport
+	open   atomic.Bool
+	checks atomic.Int32
+	// hold, when not nil, is received from before each check answers.
+	hold chan struct{}
+}
+
+func (s *switchable) IsOpen() bool {
+	s.checks.Add(1)
+	if s.hold != nil {
+		<-s.hold
+	}
+	return s.open.Load()
+}
+
+func newSwitchable() *switchable {
+	s := &switchable{TTransport: thrift.NewTMemoryBuffer()}
+	s.open.Store(true)
+	return s
+}
+
+// waitFor polls cond every millisecond for up to 5 s.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+func TestWatchChecksEveryIntervalWhileTheClientStays(t *testing.T) {
+	trans := newSwitchable()
+	ctx, stop := watch(context.Background(), trans, time.Millisecond)
+	if !waitFor(func() bool { return trans.checks.Load() >= 3 }) {
+		t.Fatalf("%d checks in 5 s at an interval of 1 ms, want 3 at least", trans.checks.Load())
+	}
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("context ended while the client was connected: %v (cause %v)", err, context.Cause(ctx))
+	}
+	stop()
+	if !errors.Is(context.Cause(ctx), context.Canceled) || errors.Is(context.Cause(ctx), ErrClientGone) {
+		t.Errorf("cause after stop = %v, want context.Canceled", context.Cause(ctx))
+	}
+	// No check is scheduled once stop has returned: at most one that was
+	// already running finishes.
+	after := trans.checks.Load()
+	time.Sleep(20 * time.Millisecond)
+	if n := trans.checks.Load(); n > after+1 {
+		t.Errorf("%d checks after stop, want 1 at most", n-after)
+	}
+}
+
+func TestWatchCancelsWithErrClientGoneWhenTheClientLeaves(t *testing.T) {
+	trans := newSwitchable()
+	ctx, stop := watch(context.Background(), trans, time.Millisecond)
+	defer stop()
+	// Some checks pass first, so that the one that fails is a re-armed
+	// timer's and not the first.
+	if !waitFor(func() bool { return trans.checks.Load() >= 2 }) {
+		t.Fatalf("%d checks in 5 s at an interval of 1 ms, want 2 at least", trans.checks.Load())
+	}
+	trans.open.Store(false)
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("context not canceled 5 s after the client left")
+	}
+	if !errors.Is(context.Cause(ctx), ErrClientGone) {
+		t.Errorf("cause = %v, want ErrClientGone", context.Cause(ctx))
+	}
+	checks := trans.checks.Load()
+	time.Sleep(20 * time.Millisecond)
+	if n := trans.checks.Load(); n != checks {
+		t.Errorf("%d checks after the client left and the batch was canceled, want none", n-checks)
+	}
+}
+
+func TestWatchStoppedDuringACheckChecksNoMore(t *testing.T) {
+	trans := newSwitchable()
+	trans.hold = make(chan struct{})
+	_, stop := watch(context.Background(), trans, time.Millisecond)
+	if !waitFor(func() bool { return trans.checks.Load() == 1 }) {
+		t.Fatal("no check began within 5 s at an interval of 1 ms")
+	}
+	stop() // while the first check is in IsOpen
+	close(trans.hold)
+	time.Sleep(20 * time.Millisecond)
+	if n := trans.checks.Load(); n != 1 {
+		t.Errorf("%d checks after stop, want none after the one in flight", n-1)
+	}
+}
