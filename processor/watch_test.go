@@ -105,3 +105,16 @@ func TestWatchStoppedDuringACheckChecksNoMore(t *testing.T) {
 		t.Errorf("%d checks after stop, want none after the one in flight", n-1)
 	}
 }
+
+// BenchmarkWatch times what the disconnect watch costs a batch that ends
+// within one interval, as most do: watch, then stop.
+//
+//	go test -run XXX -bench Watch -benchmem ./processor
+func BenchmarkWatch(b *testing.B) {
+	trans := newSwitchable()
+	ctx := context.Background()
+	for b.Loop() {
+		_, stop := watch(ctx, trans, DefaultDisconnectCheck)
+		stop()
+	}
+}
