@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/apache/thrift/lib/go/thrift"
@@ -151,45 +152,107 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 
 // RunHeld is Run without the copy of each reply: a reply is the buffer the
 // call's reply was written into, held until release is called, which
-// returns those buffers for other calls to use. Use the responses' replies
-// only before calling release, and call it once. It saves a copy of every
-// reply and the memory for it (go test -bench HundredGetProduct ./bench).
+// returns those buffers for other calls to use, and with them the memory
+// of the batch's responses. Use the responses only before calling release,
+// and call it once. It saves a copy of every reply and, between batches, the
+// memory of their responses (go test -bench HundredGetProduct ./bench).
 func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.Response, release func(), err error) {
-	responses, held, err := d.run(ctx, b, true)
+	responses, s, err := d.run(ctx, b, true)
 	if err != nil {
 		return nil, func() {}, err
 	}
-	return responses, func() {
-		for _, c := range held {
-			wire.Put(c)
-		}
-	}, nil
+	return responses, s.release, nil
 }
 
-// outcome is what one call hands back to the pool: its Response and, with
-// RunHeld, the Call whose buffer its reply is. The pool stores it only for
-// a call that finished before the batch ended, so the Calls of calls
-// abandoned at the deadline, which may still be writing to theirs, are
-// never among those run returns; they are left to the collector.
+// outcome is what one call leaves for the batch: its Response and, with
+// RunHeld, the Call whose buffer its reply is. It is read only for a call
+// that finished before the batch ended: a call abandoned at the deadline
+// may still be writing to its outcome, and its Call is left to the
+// collector.
 type outcome struct {
 	batch.Response
 	held *wire.Call
 }
 
+// scratch is the memory of one batch that RunHeld's release hands to a
+// later batch, so that a server running batch after batch allocates it once:
+// each call's function, outcome and response pointer, and the Calls holding
+// the replies. A call's context is not in it: a handler may keep its context
+// past its return, and a context must never change. The memory of a batch
+// with a call abandoned at the deadline is never reused, since that call may
+// still write its outcome.
+type scratch struct {
+	fns      []thrift.TProcessorFunction
+	outs     []outcome
+	out      []*batch.Response
+	held     []*wire.Call
+	reusable bool // the batch ended with no call abandoned
+}
+
+// scratches holds the scratch of finished batches of up to maxScratchCalls
+// calls; a larger batch's memory is left to the collector.
+var scratches sync.Pool
+
+const maxScratchCalls = 4096
+
+// getScratch returns a scratch for a batch of n calls, zeroed.
+func getScratch(n int) *scratch {
+	s, _ := scratches.Get().(*scratch)
+	if s == nil {
+		s = new(scratch)
+	}
+	if cap(s.outs) < n {
+		s.fns = make([]thrift.TProcessorFunction, n)
+		s.outs = make([]outcome, n)
+		s.out = make([]*batch.Response, n)
+		s.held = make([]*wire.Call, 0, n)
+	}
+	s.fns, s.outs, s.out = s.fns[:n], s.outs[:n], s.out[:n]
+	return s
+}
+
+// release returns the Calls holding the replies to their pool and, unless a
+// call was abandoned, the scratch to scratches, cleared so that it keeps
+// nothing of this batch reachable.
+func (s *scratch) release() {
+	for _, c := range s.held {
+		wire.Put(c)
+	}
+	if !s.reusable || cap(s.outs) > maxScratchCalls {
+		return
+	}
+	clear(s.fns)
+	clear(s.outs)
+	clear(s.out)
+	clear(s.held)
+	s.held = s.held[:0]
+	s.reusable = false
+	scratches.Put(s)
+}
+
 // run runs the batch; with hold, replies are left in the Calls they were
-// written by, which it returns for release.
-func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Response, []*wire.Call, error) {
+// written by, which the scratch returned holds for release. Without hold,
+// the responses are the caller's to keep, and the scratch is not reused.
+func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Response, *scratch, error) {
 	kind, err := wire.KindOf(b.Protocol)
 	if err != nil {
 		return nil, nil, err
 	}
 	n := len(b.Requests)
-	r := &run{d: d, kind: kind, reqs: b.Requests, fns: make([]thrift.TProcessorFunction, n), ctxs: make([]callCtx, n), hold: hold}
+	var s *scratch
+	if hold {
+		s = getScratch(n)
+	} else {
+		s = &scratch{fns: make([]thrift.TProcessorFunction, n), outs: make([]outcome, n), out: make([]*batch.Response, n)}
+	}
+	r := &run{d: d, kind: kind, reqs: b.Requests, fns: s.fns, ctxs: make([]callCtx, n), outs: s.outs, hold: hold}
 	for i, req := range b.Requests {
 		if req == nil {
 			continue // answered as an unknown method ""
 		}
 		if IsBatchMethod(req.Method) {
+			s.reusable = hold
+			s.release()
 			return nil, nil, &batch.BatchError{
 				Code:    batch.BatchErrorCode_NESTED_BATCH,
 				Message: fmt.Sprintf("request %d calls %s: executeBatch cannot be called inside a batch", i, req.Method),
@@ -214,21 +277,29 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 	if b.Sequential {
 		limit = 1
 	}
-	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) outcome { return r.call(ctx, i) })
+	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) struct{} {
+		o := &r.outs[i]
+		o.Response = r.answer(ctx, i, &o.held)
+		return struct{}{}
+	})
 	if errors.Is(err, pool.ErrClosed) {
 		return nil, nil, &batch.BatchError{Code: batch.BatchErrorCode_SHUTTING_DOWN, Message: "the server is shutting down and takes no new batches"}
 	}
-	out := make([]*batch.Response, n)
-	var held []*wire.Call
-	for i := range out {
-		o := &res.Values[i]
-		v := &o.Response
+	s.reusable = hold
+	for i := range s.out {
+		v := &r.outs[i].Response
 		switch res.Status(i) {
 		case pool.StatusDone:
-			if o.held != nil {
-				held = append(held, o.held)
+			if c := r.outs[i].held; c != nil {
+				s.held = append(s.held, c)
 			}
-		case pool.StatusCanceled, pool.StatusAbandoned:
+		case pool.StatusAbandoned:
+			// The call may still write its outcome: its response is
+			// memory of its own, and the batch's is not reused.
+			v = new(batch.Response)
+			*v = failed(contextError(ctx, i))
+			s.reusable = false
+		case pool.StatusCanceled:
 			*v = failed(contextError(ctx, i))
 		case pool.StatusOverloaded:
 			*v = failed(batch.CALL_OVERLOADED, fmt.Sprintf("call %d not run: no worker was free and the server refuses calls when overloaded", i))
@@ -238,9 +309,9 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 		if req := b.Requests[i]; req != nil {
 			v.ID = req.ID
 		}
-		out[i] = v
+		s.out[i] = v
 	}
-	return out, held, nil
+	return s.out, s, nil
 }
 
 // runHook asks the hook about call i and reports the reason it gave, and
@@ -305,15 +376,9 @@ type run struct {
 	reqs     []*batch.Request
 	fns      []thrift.TProcessorFunction
 	ctxs     []callCtx
+	outs     []outcome
 	rejected map[int]string // calls the hook refused, with its reason
 	hold     bool           // RunHeld: replies stay in their Calls
-}
-
-// call runs call i and returns its Response, and its Call when the reply
-// is held there.
-func (r *run) call(ctx context.Context, i int) (o outcome) {
-	o.Response = r.answer(ctx, i, &o.held)
-	return o
 }
 
 // answer runs call i and returns its Response. With hold, a reply stays in

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -701,6 +702,88 @@ func TestIsBatchMethod(t *testing.T) {
 	}
 	if dispatcher.MethodName != "executeBatch" {
 		t.Errorf("MethodName = %q", dispatcher.MethodName)
+	}
+}
+
+// gated runs next only once gate is closed, whatever its context says,
+// and closes done when next has returned.
+type gated struct {
+	gate, done chan struct{}
+	next       thrift.TProcessorFunction
+}
+
+func newGated(next thrift.TProcessorFunction) gated {
+	return gated{gate: make(chan struct{}), done: make(chan struct{}), next: next}
+}
+
+func (g gated) Process(ctx context.Context, seqID int32, in, out thrift.TProtocol) (bool, thrift.TException) {
+	<-g.gate
+	defer close(g.done)
+	return g.next.Process(ctx, seqID, in, out)
+}
+
+// TestRunHeldDoesNotReuseAnAbandonedBatch: the memory of a batch with a
+// call abandoned at the deadline is not handed to a later batch, since that
+// call writes its outcome when it returns. Batch A's last call is abandoned;
+// batch B, of as many calls, is held open by its first while its last has
+// answered; then A's abandoned call returns. Had B been given A's memory,
+// the late reply would be B's last. The two are tried a few times, since the
+// pool a batch's memory goes back to may drop it (it does at random under
+// the race detector).
+func TestRunHeldDoesNotReuseAnAbandonedBatch(t *testing.T) {
+	f := setup(t, nil)
+	const n = 30
+	for attempt := range 16 {
+		late, first := newGated(f.fns["echo"]), newGated(f.fns["echo"])
+		last := newGated(f.fns["echo"])
+		close(last.gate) // it runs at once, and says when it has answered
+		fns := maps.Clone(f.fns)
+		fns["late"], fns["first"], fns["last"] = late, first, last
+		echoes := func(prefix string) []*batch.Request {
+			var rs []*batch.Request
+			for i := range n {
+				rs = append(rs, binary.req(t, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprint(prefix, i)}, int32(i)))
+			}
+			return rs
+		}
+		a := echoes(fmt.Sprint("attempt ", attempt, " batch A call "))
+		a[n-1].Method = "late"
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		got, release, err := f.d.RunHeld(ctx, dispatcher.Batch{Requests: a, Functions: fns, Protocol: binary.batchProtocol()})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, n-1, got[n-1], batch.CALL_DEADLINE_EXCEEDED)
+		release()
+
+		b := echoes(fmt.Sprint("attempt ", attempt, " batch B call "))
+		want := f.run(t, context.Background(), binary, b, false)
+		b[0].Method, b[n-1].Method = "first", "last"
+		type result struct {
+			got     []*batch.Response
+			release func()
+			err     error
+		}
+		done := make(chan result, 1)
+		go func() {
+			got, release, err := f.d.RunHeld(context.Background(), dispatcher.Batch{Requests: b, Functions: fns, Protocol: binary.batchProtocol()})
+			done <- result{got, release, err}
+		}()
+		<-last.done // B's last call has answered
+		close(late.gate)
+		<-late.done // A's abandoned call has answered
+		close(first.gate)
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for i := range want {
+			if !r.got[i].Equals(want[i]) {
+				t.Errorf("attempt %d, call %d of the batch after an abandoned one: %v, want %v", attempt, i, r.got[i], want[i])
+			}
+		}
+		r.release()
 	}
 }
 

@@ -168,11 +168,16 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 	gen := batch.NewBatchServiceProcessor(handlerFunc(func(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
 		resp, release, err := p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req, 0)
 		// The generated function writes the response after this returns:
-		// hand it a copy whose replies outlive the release.
+		// hand it a copy of the responses, which outlives the release.
 		if resp != nil {
-			for _, r := range resp.Responses {
-				r.Reply = bytes.Clone(r.Reply)
+			kept := *resp
+			kept.Responses = make([]*batch.Response, len(resp.Responses))
+			for i, r := range resp.Responses {
+				c := *r
+				c.Reply = bytes.Clone(r.Reply)
+				kept.Responses[i] = &c
 			}
+			resp = &kept
 		}
 		release()
 		return resp, err
