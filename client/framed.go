@@ -26,6 +26,9 @@ type framed struct {
 	conf  *thrift.TConfiguration
 	seqID int32
 	frame []byte // the last reply's frame, for a caller that is done with it
+	// lists is the memory of the last reply's list of responses when its
+	// caller said it would be done with them by the next call.
+	lists wire.Scratch
 }
 
 // maxKeptFrame is the largest reply frame a framed keeps for the next call.
@@ -43,10 +46,12 @@ func newFramed(proto thrift.TProtocol, conf *thrift.TConfiguration) *framed {
 
 // call sends req and returns the server's BatchResponse, its BatchError, or
 // the error that ended the call. The replies are slices of the reply's
-// frame; with reuse, the caller will be done with them before its next
-// call, and the frame's buffer (up to maxKeptFrame) serves that call too.
+// frame; with reuse, the caller will be done with the responses before its
+// next call, and their memory and the frame's buffer (up to maxKeptFrame)
+// serve that call too.
 func (f *framed) call(ctx context.Context, req *batch.BatchRequest, reuse bool) (*batch.BatchResponse, error) {
 	const method = dispatcher.MethodName
+	f.lists.Reset() // the last caller that reused them is done with them
 	f.seqID++
 	if err := wire.WriteFramed(ctx, f.proto, f.trans, method, thrift.CALL, f.seqID, &batch.BatchServiceExecuteBatchArgs{Request: req}); err != nil {
 		return nil, err
@@ -81,7 +86,11 @@ func (f *framed) call(ctx context.Context, req *batch.BatchRequest, reuse bool) 
 		f.frame = frame
 	}
 	var result batch.BatchServiceExecuteBatchResult
-	if err := wire.DecodeBatchResult(frame, &result, f.conf); err != nil {
+	var lists *wire.Scratch
+	if reuse {
+		lists = &f.lists
+	}
+	if err := wire.DecodeBatchResult(frame, &result, f.conf, lists); err != nil {
 		return nil, err
 	}
 	if err := f.proto.ReadMessageEnd(ctx); err != nil {

@@ -156,10 +156,15 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 // of the batch's responses. Use the responses only before calling release,
 // and call it once. It saves a copy of every reply and, between batches, the
 // memory of their responses (go test -bench HundredGetProduct ./bench).
-func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.Response, release func(), err error) {
+//
+// release reports whether every call of the batch had returned when Run
+// did: then nothing of the batch reads its Requests any more, and the
+// caller may reuse their memory too. It is false when a call was abandoned
+// at the deadline and may still be reading its arguments.
+func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.Response, release func() (returned bool), err error) {
 	responses, s, err := d.run(ctx, b, true)
 	if err != nil {
-		return nil, func() {}, err
+		return nil, func() bool { return true }, err
 	}
 	return responses, s.release, nil
 }
@@ -213,13 +218,17 @@ func getScratch(n int) *scratch {
 
 // release returns the Calls holding the replies to their pool and, unless a
 // call was abandoned, the scratch to scratches, cleared so that it keeps
-// nothing of this batch reachable.
-func (s *scratch) release() {
+// nothing of this batch reachable. It reports whether no call was
+// abandoned.
+func (s *scratch) release() bool {
 	for _, c := range s.held {
 		wire.Put(c)
 	}
-	if !s.reusable || cap(s.outs) > maxScratchCalls {
-		return
+	if !s.reusable {
+		return false
+	}
+	if cap(s.outs) > maxScratchCalls {
+		return true
 	}
 	clear(s.fns)
 	clear(s.outs)
@@ -228,6 +237,7 @@ func (s *scratch) release() {
 	s.held = s.held[:0]
 	s.reusable = false
 	scratches.Put(s)
+	return true
 }
 
 // run runs the batch; with hold, replies are left in the Calls they were

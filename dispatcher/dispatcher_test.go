@@ -762,7 +762,7 @@ func TestRunHeldDoesNotReuseAnAbandonedBatch(t *testing.T) {
 		b[0].Method, b[n-1].Method = "first", "last"
 		type result struct {
 			got     []*batch.Response
-			release func()
+			release func() bool
 			err     error
 		}
 		done := make(chan result, 1)

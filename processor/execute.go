@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/apache/thrift/lib/go/thrift"
 
@@ -38,7 +39,8 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		proto = in
 	}
 	var args batch.BatchServiceExecuteBatchArgs
-	skipped, err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls)
+	mem := getMemory()
+	skipped, err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls, mem)
 	if err != nil {
 		in.ReadMessageEnd(ctx)
 		// As the generated code does, the connection ends after this
@@ -50,8 +52,13 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 
 	var result batch.BatchServiceExecuteBatchResult
 	resp, release, herr := f.p.execute(ctx, proto, args.Request, skipped)
-	// The replies may be held in their calls' buffers until written.
-	defer release()
+	// The replies may be held in their calls' buffers until written; the
+	// request's memory serves another batch once no call reads it.
+	defer func() {
+		if release() {
+			mem.put()
+		}
+	}()
 	var terr thrift.TException
 	if herr != nil {
 		terr = thrift.WrapTException(herr)
@@ -79,16 +86,17 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 
 // readArgs reads executeBatch's arguments from in: over the compact
 // protocol on a framed transport, as one frame decoded in memory, bounded
-// by conf. A list of more than maxCalls requests is read past rather than
-// kept, and its length returned as skipped, for execute to refuse in its
-// turn.
-func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) (skipped int, err error) {
+// by conf, into mem. A list of more than maxCalls requests is read past
+// rather than kept, and its length returned as skipped, for execute to
+// refuse in its turn.
+func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int, mem *memory) (skipped int, err error) {
 	ft := wire.FramedCompact(in)
 	if ft == nil {
 		return 0, args.Read(ctx, in)
 	}
-	frame := wire.ReadFrame(ft, nil)
-	err = wire.DecodeBatchArgs(frame, args, conf, maxCalls)
+	frame := wire.ReadFrame(ft, mem.frame)
+	mem.frame = frame
+	err = wire.DecodeBatchArgs(frame, args, conf, maxCalls, &mem.lists)
 	var tooMany *wire.TooManyCallsError
 	if errors.As(err, &tooMany) {
 		return tooMany.Calls, nil
@@ -98,6 +106,34 @@ func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchService
 	}
 	detach(args.Request, len(frame))
 	return 0, nil
+}
+
+// memory is what a batch's request is read into over the compact protocol
+// on a framed transport: its frame, and its lists of requests. A batch whose
+// calls have all returned hands it to the next (put), so that a server
+// running batch after batch reads them into the same memory.
+type memory struct {
+	frame []byte
+	lists wire.Scratch
+}
+
+// memories holds the memory of finished batches.
+var memories = sync.Pool{New: func() any { return new(memory) }}
+
+// maxKeptFrame is the largest frame a memory keeps for the next batch.
+const maxKeptFrame = 1 << 20
+
+func getMemory() *memory { return memories.Get().(*memory) }
+
+// put clears m, so that it keeps nothing of its batch reachable, and
+// returns it to memories.
+func (m *memory) put() {
+	if cap(m.frame) > maxKeptFrame {
+		m.frame = nil
+	}
+	m.frame = m.frame[:0]
+	m.lists.Reset()
+	memories.Put(m)
 }
 
 // detach copies the arguments and compressedRequests of req, which are

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/apache/thrift/lib/go/thrift"
+	"github.com/rs/zerolog"
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
@@ -248,4 +253,92 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 			t.Fatalf("ours refused with %v, the generated function with %v; want SHUTTING_DOWN", got.result.Error, want.result.Error)
 		}
 	})
+}
+
+// lateBoom is echoHandler whose boom waits for gate, whatever its context
+// says, and then panics.
+type lateBoom struct {
+	echoHandler
+	gate chan struct{}
+}
+
+func (h lateBoom) Boom(context.Context) error {
+	<-h.gate
+	panic("boom after the batch ended")
+}
+
+// lockedLog is a log the handler's panic is written to from a helper while
+// the test reads it.
+type lockedLog struct {
+	sync.Mutex
+	b bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.Lock()
+	defer l.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.Lock()
+	defer l.Unlock()
+	return l.b.String()
+}
+
+// TestAbandonedBatchKeepsItsRequestMemory: the memory a batch's request was
+// read into goes to the next batch only once every call of the batch has
+// returned. A call abandoned at the deadline still reads its Request when it
+// ends (here, the method name for the log of its panic): had the next
+// batch's request been read into the same memory, the log would name
+// another method, or none, and the race detector would see the two.
+func TestAbandonedBatchKeepsItsRequestMemory(t *testing.T) {
+	// A few times: the pool memory goes back to may drop it (it does at
+	// random under the race detector), and then no batch could reuse it.
+	for range 4 {
+		abandonThenServe(t)
+	}
+}
+
+// abandonThenServe serves a batch whose one call is abandoned, then batches
+// of echoes, then lets the abandoned call end, and checks its log.
+func abandonThenServe(t *testing.T) {
+	var log lockedLog
+	h := lateBoom{gate: make(chan struct{})}
+	p, err := New(testsvc.NewTestProcessor(h), WithLogger(zerolog.New(&log)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ours := batchFunction{p}
+	boom := frameOf(t, thrift.CALL, 1, func(w thrift.TProtocol) error {
+		req := &batch.BatchRequest{Requests: []*batch.Request{{Method: "boom", Arguments: []byte{0}}}, TimeoutMillis: thrift.Int32Ptr(20)}
+		return (&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(context.Background(), w)
+	})
+	if a := serveFrame(t, ours, boom); a.result.Success == nil || a.result.Success.Responses[0].Error.GetType() != batch.CALL_DEADLINE_EXCEEDED {
+		t.Fatalf("the batch of boom answered %v, want CALL_DEADLINE_EXCEEDED", a.result)
+	}
+	echoArgs, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoes := frameOf(t, thrift.CALL, 2, func(w thrift.TProtocol) error {
+		req := &batch.BatchRequest{}
+		for range 8 {
+			req.Requests = append(req.Requests, &batch.Request{Method: "echo", Arguments: echoArgs})
+		}
+		return (&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(context.Background(), w)
+	})
+	for range 4 {
+		if a := serveFrame(t, ours, echoes); a.result.Success == nil || len(a.result.Success.Responses) != 8 {
+			t.Fatalf("a batch of echoes answered %v", a.result)
+		}
+	}
+	close(h.gate)
+	if !poll.Until(5*time.Second, func() bool { return strings.Contains(log.String(), "handler panicked") }) {
+		t.Fatalf("no panic logged 5 s after the abandoned call was let go; log: %s", log.String())
+	}
+	if !strings.Contains(log.String(), `"method":"boom"`) {
+		t.Errorf("the abandoned call's panic was logged as %s, want method boom", log.String())
+	}
 }

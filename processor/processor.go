@@ -329,8 +329,10 @@ func holds(fns map[string]thrift.TProcessorFunction, requests []*batch.Request) 
 // 0, is how many requests were read past instead of into req.Requests, for
 // exceeding WithMaxCalls. The response's replies may be held in the buffers
 // the calls wrote them into (dispatcher.RunHeld): call release once the
-// response has been written, and not before.
-func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (resp *batch.BatchResponse, release func(), err error) {
+// response has been written, and not before. release reports whether every
+// call had returned (see dispatcher.RunHeld): then the memory req was read
+// into may be reused.
+func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (resp *batch.BatchResponse, release func() (returned bool), err error) {
 	start := time.Now()
 	if !p.gate.Enter() {
 		return nil, noRelease, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
@@ -387,8 +389,8 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 	return resp, release, nil
 }
 
-// noRelease is the release of a batch that holds nothing.
-func noRelease() {}
+// noRelease is the release of a batch that holds nothing and ran no call.
+func noRelease() bool { return true }
 
 // refuse logs a refused batch and returns its error.
 func (p *Processor) refuse(err error) error {

@@ -40,6 +40,73 @@ func (l *callLimit) err() error {
 	return nil
 }
 
+// Scratch is memory that decodes take the elements of their lists of
+// requests and responses from, and the lists themselves, so that a caller
+// decoding batch after batch allocates them once rather than per batch.
+// Reset it once nothing of the values decoded with it is in use any more;
+// a decode given a Scratch that was not reset since the last one allocates
+// as if given none. The zero value is ready to use; nil means none.
+//
+// It keeps room for as many elements as the longest list decoded with it,
+// up to maxScratchElems; the elements of a longer list, and those of a list
+// longer than the room kept so far, are allocated as without a Scratch.
+type Scratch struct {
+	requests  listMemory[batch.Request]
+	responses listMemory[batch.Response]
+}
+
+// Reset makes s ready for another decode: it clears what the last decode
+// left in it, so that s keeps nothing of those values reachable, and makes
+// room for the longest list decoded since the last Reset.
+func (s *Scratch) Reset() {
+	s.requests.reset()
+	s.responses.reset()
+}
+
+const maxScratchElems = 4096
+
+// listMemory is a Scratch's memory for one kind of list.
+type listMemory[T any] struct {
+	elems []T  // zeroed elements, handed out from the start
+	ptrs  []*T // the list, when its length fits
+	used  int  // elements of elems the last decode took
+	want  int  // elements the last decode read
+	taken bool // a decode has used it since the last reset
+}
+
+// take returns the memory for a list of n elements: ptrs of length n, from
+// the Scratch when it has room, and the zeroed elements to hand out first;
+// ok says they came from m, whose done must then be called. A nil m, or one
+// already taken since its last reset, gives none.
+func (m *listMemory[T]) take(n int) (ptrs []*T, elems []T, ok bool) {
+	if m == nil || m.taken {
+		return make([]*T, n), nil, false
+	}
+	m.taken = true
+	if m.ptrs == nil || cap(m.ptrs) < n { // an empty list is not nil
+		m.ptrs = make([]*T, n)
+	}
+	return m.ptrs[:n], m.elems, true
+}
+
+// done records that the list taken read n elements, the first of them from
+// elems.
+func (m *listMemory[T]) done(n int) {
+	m.used, m.want = min(n, len(m.elems)), n
+}
+
+func (m *listMemory[T]) reset() {
+	clear(m.elems[:m.used])
+	clear(m.ptrs)
+	if cap(m.ptrs) > maxScratchElems {
+		m.ptrs = nil
+	}
+	if m.want > len(m.elems) && m.want <= maxScratchElems {
+		m.elems = make([]T, m.want)
+	}
+	m.used, m.want, m.taken = 0, 0, false
+}
+
 // DecodeBatchArgs decodes frame, the body of an executeBatch CALL message
 // (a BatchServiceExecuteBatchArgs struct) in the compact protocol, into args.
 // frame must hold the struct and nothing more: it is a message's frame, and
@@ -68,10 +135,10 @@ func (l *callLimit) err() error {
 // Arguments and CompressedRequests are slices of frame, not copies, with
 // their capacity cut to their length: frame must not change while they are
 // in use, and a Request kept keeps frame reachable.
-func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) error {
+func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int, s *Scratch) error {
 	p := getEnvelopeReader(frame, conf)
 	lim := callLimit{max: maxCalls}
-	err := readBatchArgs(context.Background(), p, args, &lim)
+	err := readBatchArgs(context.Background(), p, args, &lim, s)
 	if err == nil {
 		err = p.whole()
 	}
@@ -104,9 +171,9 @@ func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, con
 // Reply and CompressedResponses are slices of frame, not copies, with their
 // capacity cut to their length: frame must not change while they are in
 // use, and a Response kept keeps frame reachable.
-func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, conf *thrift.TConfiguration) error {
+func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, conf *thrift.TConfiguration, s *Scratch) error {
 	p := getEnvelopeReader(frame, conf)
-	err := readBatchResult(context.Background(), p, res)
+	err := readBatchResult(context.Background(), p, res, s)
 	if err == nil {
 		err = p.whole()
 	}
@@ -126,7 +193,7 @@ func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, 
 func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfiguration, maxCalls int) error {
 	p := getEnvelopeReader(raw, conf)
 	lim := callLimit{max: maxCalls}
-	err := readBatchRequest(context.Background(), p, r, &lim)
+	err := readBatchRequest(context.Background(), p, r, &lim, nil)
 	putEnvelopeReader(p)
 	if err != nil {
 		return err
@@ -141,7 +208,7 @@ func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfigu
 // DecodeBatchRequest.
 func DecodeBatchResponse(raw []byte, r *batch.BatchResponse, conf *thrift.TConfiguration) error {
 	p := getEnvelopeReader(raw, conf)
-	err := readBatchResponse(context.Background(), p, r)
+	err := readBatchResponse(context.Background(), p, r, nil)
 	putEnvelopeReader(p)
 	return err
 }
@@ -249,21 +316,21 @@ func readCodec(ctx context.Context, p *compact) (*batch.Codec, error) {
 
 // The requests.
 
-func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExecuteBatchArgs, lim *callLimit) error {
+func readBatchArgs(ctx context.Context, p *compact, args *batch.BatchServiceExecuteBatchArgs, lim *callLimit, s *Scratch) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (bool, error) {
 		if id != 1 || t != thrift.STRUCT {
 			return false, nil
 		}
 		args.Request = &batch.BatchRequest{}
-		return true, readBatchRequest(ctx, p, args.Request, lim)
+		return true, readBatchRequest(ctx, p, args.Request, lim, s)
 	})
 }
 
-func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest, lim *callLimit) error {
+func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest, lim *callLimit, s *Scratch) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.LIST:
-			return true, readRequests(ctx, p, r, lim)
+			return true, readRequests(ctx, p, r, lim, s)
 		case id == 2 && t == thrift.I32:
 			r.RequestCodec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
@@ -305,23 +372,30 @@ func (s *slab[T]) next(left int) *T {
 
 // readList reads n structs, the elements of a list whose header has been
 // read, each into an element of a slab by read (given how many elements are
-// left, this one included), and the list's end. As the generated code does,
+// left, this one included), and the list's end; the list and its first
+// elements come from mem when it has them (nil: none). As the generated code does,
 // it reads every element as the struct it expects, whatever element type
 // the header declares.
-func readList[T any](ctx context.Context, p *compact, n int, what string, read func(e *T, left int) error) ([]*T, error) {
-	var elems slab[T]
-	ptrs := make([]*T, n)
+func readList[T any](ctx context.Context, p *compact, n int, what string, mem *listMemory[T], read func(e *T, left int) error) ([]*T, error) {
+	ptrs, first, fromMem := mem.take(n)
+	elems := slab[T]{block: first}
 	for i := range ptrs {
 		e := elems.next(n - i)
 		if err := read(e, n-i); err != nil {
+			if fromMem {
+				mem.done(i + 1)
+			}
 			return nil, thrift.PrependError(fmt.Sprintf("%s[%d]: ", what, i), err)
 		}
 		ptrs[i] = e
 	}
+	if fromMem {
+		mem.done(n)
+	}
 	return ptrs, p.ReadListEnd(ctx)
 }
 
-func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, lim *callLimit) error {
+func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, lim *callLimit, s *Scratch) error {
 	_, n, err := p.ReadListBegin(ctx)
 	if err != nil {
 		return thrift.PrependError("error reading list begin: ", err)
@@ -343,7 +417,11 @@ func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, lim *c
 	// cost what the generated code's cost.
 	var ids slab[int32]
 	var method string // the last method name read
-	r.Requests, err = readList(ctx, p, n, "requests", func(q *batch.Request, left int) error {
+	var mem *listMemory[batch.Request]
+	if s != nil {
+		mem = &s.requests
+	}
+	r.Requests, err = readList(ctx, p, n, "requests", mem, func(q *batch.Request, left int) error {
 		return readRequest(ctx, p, q, &ids, left, &method)
 	})
 	return err
@@ -389,12 +467,12 @@ func readCodecs(ctx context.Context, p *compact, r *batch.BatchRequest) error {
 
 // The responses.
 
-func readBatchResult(ctx context.Context, p *compact, res *batch.BatchServiceExecuteBatchResult) error {
+func readBatchResult(ctx context.Context, p *compact, res *batch.BatchServiceExecuteBatchResult, s *Scratch) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (bool, error) {
 		switch {
 		case id == 0 && t == thrift.STRUCT:
 			res.Success = &batch.BatchResponse{}
-			return true, readBatchResponse(ctx, p, res.Success)
+			return true, readBatchResponse(ctx, p, res.Success, s)
 		case id == 1 && t == thrift.STRUCT:
 			res.Error = &batch.BatchError{}
 			return true, readBatchError(ctx, p, res.Error)
@@ -403,11 +481,11 @@ func readBatchResult(ctx context.Context, p *compact, res *batch.BatchServiceExe
 	})
 }
 
-func readBatchResponse(ctx context.Context, p *compact, r *batch.BatchResponse) error {
+func readBatchResponse(ctx context.Context, p *compact, r *batch.BatchResponse, s *Scratch) error {
 	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.LIST:
-			return true, readResponses(ctx, p, r)
+			return true, readResponses(ctx, p, r, s)
 		case id == 2 && t == thrift.I32:
 			r.Codec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
@@ -426,14 +504,18 @@ type responseList struct {
 	message string // the last error message read
 }
 
-func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse) error {
+func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse, s *Scratch) error {
 	_, n, err := p.ReadListBegin(ctx)
 	if err != nil {
 		return thrift.PrependError("error reading list begin: ", err)
 	}
 	// n is at most len(frame), as in readRequests.
 	var l responseList
-	r.Responses, err = readList(ctx, p, n, "responses", func(q *batch.Response, left int) error {
+	var mem *listMemory[batch.Response]
+	if s != nil {
+		mem = &s.responses
+	}
+	r.Responses, err = readList(ctx, p, n, "responses", mem, func(q *batch.Response, left int) error {
 		return readResponse(ctx, p, &l, q, left)
 	})
 	return err

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -46,9 +47,17 @@ func decodeWhole(frame []byte, s thrift.TStruct, conf *thrift.TConfiguration) er
 func checkArgs(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchArgs, error) {
 	t.Helper()
 	var got, want batch.BatchServiceExecuteBatchArgs
-	gotErr := DecodeBatchArgs(frame, &got, nil, 0)
+	gotErr := DecodeBatchArgs(frame, &got, nil, 0, nil)
 	wantErr := decodeWhole(frame, &want, nil)
 	checkErrors(t, frame, gotErr, wantErr)
+	withScratch(func(s *Scratch) {
+		var again batch.BatchServiceExecuteBatchArgs
+		err := DecodeBatchArgs(frame, &again, nil, 0, s)
+		checkErrors(t, frame, err, wantErr)
+		if err == nil && (!again.Request.Equals(want.Request) || !reflect.DeepEqual(again, want)) {
+			t.Fatalf("input %s, with a Scratch used before:\n got %s\nwant %s", short(frame), dump(again), dump(want))
+		}
+	})
 	if gotErr != nil {
 		return nil, gotErr
 	}
@@ -70,9 +79,17 @@ func checkArgs(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchArgs,
 func checkResult(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchResult, error) {
 	t.Helper()
 	var got, want batch.BatchServiceExecuteBatchResult
-	gotErr := DecodeBatchResult(frame, &got, nil)
+	gotErr := DecodeBatchResult(frame, &got, nil, nil)
 	wantErr := decodeWhole(frame, &want, nil)
 	checkErrors(t, frame, gotErr, wantErr)
+	withScratch(func(s *Scratch) {
+		var again batch.BatchServiceExecuteBatchResult
+		err := DecodeBatchResult(frame, &again, nil, s)
+		checkErrors(t, frame, err, wantErr)
+		if err == nil && (!again.Success.Equals(want.Success) || !again.Error.Equals(want.Error) || !reflect.DeepEqual(again, want)) {
+			t.Fatalf("input %s, with a Scratch used before:\n got %s\nwant %s", short(frame), dump(again), dump(want))
+		}
+	})
 	if gotErr != nil {
 		return nil, gotErr
 	}
@@ -86,6 +103,21 @@ func checkResult(t testing.TB, frame []byte) (*batch.BatchServiceExecuteBatchRes
 		}
 	}
 	return &got, nil
+}
+
+// shared is the Scratch every check decodes with a second time, reset after
+// each: so that each decode finds it as the previous input left it.
+var shared struct {
+	sync.Mutex
+	s Scratch
+}
+
+// withScratch calls decode with the shared Scratch, and resets it after.
+func withScratch(decode func(s *Scratch)) {
+	shared.Lock()
+	defer shared.Unlock()
+	defer shared.s.Reset()
+	decode(&shared.s)
 }
 
 // checkErrors fails t unless both decodes failed or neither did, and our
@@ -688,8 +720,8 @@ func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 	// so a count up to 2^20 would pass and cost 56 MiB.
 	tail := make([]byte, 1<<20)
 	for name, decode := range map[string]func([]byte) error{
-		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0) },
-		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil) },
+		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0, nil) },
+		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil, nil) },
 	} {
 		in := []byte{0x1c, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07}
 		if name == "result" {
@@ -719,8 +751,8 @@ func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 func TestDecodeEnvelopesAllocateAsTheyRead(t *testing.T) {
 	tail := bytes.Repeat([]byte{0xff}, 1<<20)
 	for name, decode := range map[string]func([]byte) error{
-		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0) },
-		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil) },
+		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0, nil) },
+		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil, nil) },
 	} {
 		// A list of 2^20 structs: 0xfc, then the count as a varint.
 		in := []byte{0x1c, 0x19, 0xfc, 0x80, 0x80, 0x40}
@@ -767,7 +799,7 @@ func TestDecodeEnvelopesObeyTheConfiguration(t *testing.T) {
 		{"strings of 18 bytes allowed", &thrift.TConfiguration{MaxMessageSize: 18}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err, want := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, tc.conf, 0), library(tc.conf)
+			err, want := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, tc.conf, 0, nil), library(tc.conf)
 			if (err == nil) != tc.ok || (want == nil) != tc.ok {
 				t.Errorf("DecodeBatchArgs: %v; the library's protocol: %v; want success %v", err, want, tc.ok)
 			}
@@ -784,28 +816,28 @@ func TestDecodeEnvelopesObeyTheConfiguration(t *testing.T) {
 	conf := &thrift.TConfiguration{MaxMessageSize: 20}
 	var lib batch.BatchServiceExecuteBatchArgs
 	libErr := lib.Read(context.Background(), thrift.NewTCompactProtocolConf(thrift.NewStreamTransportR(bytes.NewReader(frame30)), conf))
-	if err := DecodeBatchArgs(frame30, &batch.BatchServiceExecuteBatchArgs{}, conf, 0); err == nil || libErr == nil {
+	if err := DecodeBatchArgs(frame30, &batch.BatchServiceExecuteBatchArgs{}, conf, 0, nil); err == nil || libErr == nil {
 		t.Errorf("30 requests with MaxMessageSize 20: ours %v, the library's protocol %v; want both to fail", err, libErr)
 	}
 
 	var tooMany *TooManyCallsError
-	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 2); !errors.As(err, &tooMany) || tooMany.Calls != 3 {
+	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 2, nil); !errors.As(err, &tooMany) || tooMany.Calls != 3 {
 		t.Errorf("3 calls with maxCalls 2: %v, want a TooManyCallsError of 3", err)
 	}
 	// Too many calls are read past, not refused at the header: what
 	// follows must still be a well-formed message filling its frame.
 	var a batch.BatchServiceExecuteBatchArgs
-	if err := DecodeBatchArgs(append(bytes.Clone(frame), 0), &a, nil, 2); err == nil || errors.As(err, &tooMany) {
+	if err := DecodeBatchArgs(append(bytes.Clone(frame), 0), &a, nil, 2, nil); err == nil || errors.As(err, &tooMany) {
 		t.Errorf("3 calls with maxCalls 2 and a byte after them: %v, want a protocol error", err)
 	}
-	if err := DecodeBatchArgs(frame[:len(frame)-4], &a, nil, 2); err == nil || errors.As(err, &tooMany) {
+	if err := DecodeBatchArgs(frame[:len(frame)-4], &a, nil, 2, nil); err == nil || errors.As(err, &tooMany) {
 		t.Errorf("3 calls with maxCalls 2, cut short: %v, want a protocol error", err)
 	}
 	a = batch.BatchServiceExecuteBatchArgs{}
-	if err := DecodeBatchArgs(frame, &a, nil, 2); !errors.As(err, &tooMany) || a.Request == nil || a.Request.Requests != nil {
+	if err := DecodeBatchArgs(frame, &a, nil, 2, nil); !errors.As(err, &tooMany) || a.Request == nil || a.Request.Requests != nil {
 		t.Errorf("3 calls with maxCalls 2: %v, request %+v; want the request without its calls", err, a.Request)
 	}
-	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 3); err != nil {
+	if err := DecodeBatchArgs(frame, &batch.BatchServiceExecuteBatchArgs{}, nil, 3, nil); err != nil {
 		t.Errorf("3 calls with maxCalls 3: %v", err)
 	}
 }
@@ -840,8 +872,9 @@ func FuzzDecodeBatchResult(f *testing.F) {
 // bytes of reply.
 
 var (
-	benchArgs   *batch.BatchServiceExecuteBatchArgs
-	benchResult *batch.BatchServiceExecuteBatchResult
+	benchArgs    *batch.BatchServiceExecuteBatchArgs
+	benchResult  *batch.BatchServiceExecuteBatchResult
+	benchScratch Scratch // reset before each decode: the previous one's values are not used
 )
 
 func BenchmarkDecodeBatchArgs(b *testing.B) {
@@ -855,7 +888,11 @@ func BenchmarkDecodeBatchArgs(b *testing.B) {
 	}
 	frame := encodeEnvelope(b, &batch.BatchServiceExecuteBatchArgs{Request: req})
 	benchDecode(b, frame, &benchArgs,
-		decodeWay[batch.BatchServiceExecuteBatchArgs]{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a, nil, 0) }},
+		decodeWay[batch.BatchServiceExecuteBatchArgs]{"DecodeBatchArgs", func(a *batch.BatchServiceExecuteBatchArgs) error { return DecodeBatchArgs(frame, a, nil, 0, nil) }},
+		decodeWay[batch.BatchServiceExecuteBatchArgs]{"DecodeBatchArgs_with_a_Scratch", func(a *batch.BatchServiceExecuteBatchArgs) error {
+			benchScratch.Reset()
+			return DecodeBatchArgs(frame, a, nil, 0, &benchScratch)
+		}},
 		decodeWay[batch.BatchServiceExecuteBatchArgs]{"Decode", func(a *batch.BatchServiceExecuteBatchArgs) error {
 			return Decode(context.Background(), Compact, frame, a)
 		}})
@@ -891,10 +928,78 @@ func BenchmarkDecodeBatchResult(b *testing.B) {
 	}
 	frame := encodeEnvelope(b, &batch.BatchServiceExecuteBatchResult{Success: resp})
 	benchDecode(b, frame, &benchResult,
-		decodeWay[batch.BatchServiceExecuteBatchResult]{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r, nil) }},
+		decodeWay[batch.BatchServiceExecuteBatchResult]{"DecodeBatchResult", func(r *batch.BatchServiceExecuteBatchResult) error { return DecodeBatchResult(frame, r, nil, nil) }},
+		decodeWay[batch.BatchServiceExecuteBatchResult]{"DecodeBatchResult_with_a_Scratch", func(r *batch.BatchServiceExecuteBatchResult) error {
+			benchScratch.Reset()
+			return DecodeBatchResult(frame, r, nil, &benchScratch)
+		}},
 		decodeWay[batch.BatchServiceExecuteBatchResult]{"Decode", func(r *batch.BatchServiceExecuteBatchResult) error {
 			return Decode(context.Background(), Compact, frame, r)
 		}})
+}
+
+// TestScratchIsReusedAndCleared: a decode with a Scratch that an earlier
+// decode used, and that was reset since, takes its lists and elements from
+// it rather than allocate them; Reset clears what the decode left there, so
+// that a Scratch kept for later keeps nothing of its values reachable; and
+// a decode before the Reset allocates as without a Scratch.
+func TestScratchIsReusedAndCleared(t *testing.T) {
+	reqs := &batch.BatchRequest{}
+	resps := &batch.BatchResponse{}
+	for i := range 100 {
+		reqs.Requests = append(reqs.Requests, &batch.Request{Method: "m", Arguments: []byte{0}, ID: thrift.Int32Ptr(int32(i))})
+		resps.Responses = append(resps.Responses, &batch.Response{Reply: []byte{0}})
+	}
+	argsFrame := encodeEnvelope(t, &batch.BatchServiceExecuteBatchArgs{Request: reqs})
+	resultFrame := encodeEnvelope(t, &batch.BatchServiceExecuteBatchResult{Success: resps})
+	var s Scratch
+	decode := func(s *Scratch) (*batch.Request, *batch.Response) {
+		var a batch.BatchServiceExecuteBatchArgs
+		var r batch.BatchServiceExecuteBatchResult
+		if err := DecodeBatchArgs(argsFrame, &a, nil, 0, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := DecodeBatchResult(resultFrame, &r, nil, s); err != nil {
+			t.Fatal(err)
+		}
+		return a.Request.Requests[99], r.Success.Responses[99]
+	}
+	decode(&s) // sizes s for 100 of each
+	s.Reset()
+	none := bytesPerRun(20, func() { decode(nil) })
+	with := bytesPerRun(20, func() { decode(&s); s.Reset() })
+	unreset := bytesPerRun(20, func() { decode(&s) })
+	s.Reset()
+	// Without a Scratch, each list costs its pointers and a block of
+	// elements, most of what the decodes allocate; with one, neither.
+	if with > none/2 {
+		t.Errorf("%d bytes allocated with a reset Scratch, %d without one: want half at most", with, none)
+	}
+	if unreset < none*9/10 {
+		t.Errorf("%d bytes allocated with a Scratch not reset since its last decode, %d without one: want as many", unreset, none)
+	}
+	q, r := decode(&s)
+	if q.Method != "m" || *q.ID != 99 || len(r.Reply) != 1 {
+		t.Fatalf("decoded %v and %v", q, r)
+	}
+	s.Reset()
+	if q.Method != "" || q.ID != nil || q.Arguments != nil || r.Reply != nil {
+		t.Errorf("after Reset, the Scratch still holds %v and %v", q, r)
+	}
+}
+
+// bytesPerRun returns the bytes the process allocates, on average, in a
+// call of f. Unlike testing.AllocsPerRun's count, it holds under the race
+// detector, whose pools drop some of what they are given.
+func bytesPerRun(runs int, f func()) uint64 {
+	f() // warm-up
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
 }
 
 // TestDecodeBatchRequestAndResponseMatchGenerated checks the decoders of the
