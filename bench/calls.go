@@ -56,6 +56,7 @@ func explicitBatch(c *client.Client, ids []int64) way {
 // the answers.
 func inBatch(ctx context.Context, c *client.Client, ids []int64) error {
 	b := c.NewBatch()
+	b.Grow(len(ids))
 	calls := make([]*client.Call[*catalog.CatalogGetProductResult], len(ids))
 	for i, id := range ids {
 		calls[i] = client.Add(b, "getProduct", &catalog.CatalogGetProductArgs{ID: id}, &catalog.CatalogGetProductResult{})

@@ -278,6 +278,7 @@ func load(ctx context.Context, p tunePlan, clients []*client.Client, d time.Dura
 // CALL_OVERLOADED; any other outcome is an error.
 func tunedBatch(ctx context.Context, c *client.Client, ids []int64) (ok, overloaded int, err error) {
 	b := c.NewBatch()
+	b.Grow(len(ids))
 	calls := make([]*client.Call[*catalog.CatalogGetProductResult], len(ids))
 	for i, id := range ids {
 		calls[i] = client.Add(b, "getProduct", &catalog.CatalogGetProductArgs{ID: id}, &catalog.CatalogGetProductResult{})

@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -179,7 +180,6 @@ type Call[R thrift.TStruct] struct {
 	// Result is the result struct given to Add, filled in by Execute when
 	// the call succeeded or raised a declared exception.
 	Result R
-	method string
 	err    error
 	req    batch.Request // the call on the wire, allocated with the Call
 }
@@ -214,15 +214,23 @@ func (b *Batch) Sequential() *Batch { b.sequential = true; return b }
 // Len returns the number of calls added.
 func (b *Batch) Len() int { return len(b.requests) }
 
+// Grow makes room for n more calls, so that adding them does not grow the
+// batch's lists of calls as it goes: for a caller that knows how many calls
+// it will add, it saves the lists' copies and about half their memory.
+// Without it, the lists double as calls are added.
+func (b *Batch) Grow(n int) {
+	b.requests = slices.Grow(b.requests, n)
+	b.calls = slices.Grow(b.calls, n)
+}
+
 // Add adds a call of method with args (the generated args struct, e.g.
 // CatalogGetProductArgs) and returns a Call whose Result (the generated
 // result struct, e.g. CatalogGetProductResult) Execute fills in. A oneway
 // method takes a nil result. It encodes args at once, into a buffer the
 // batch's calls share, so args may be reused when Add returns.
 func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result R) *Call[R] {
-	call := &Call[R]{Result: result, method: method}
+	call := &Call[R]{Result: result, req: batch.Request{Method: method}}
 	req := &call.req
-	req.Method = method
 	start := len(b.args)
 	out, err := b.enc.encode(b.args, args)
 	if err != nil {
@@ -238,7 +246,7 @@ func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result 
 
 func (call *Call[R]) settle(d *coder, r *batch.Response, batchErr error) {
 	if call.err == nil {
-		call.err = settle(d, call.method, r, batchErr, call.Result)
+		call.err = settle(d, call.req.Method, r, batchErr, call.Result)
 	}
 }
 

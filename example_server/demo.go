@@ -389,6 +389,7 @@ func getProduct(ctx context.Context, shop *catalog.CatalogClient, id int64) (*ca
 // inBatch sends a getProduct call for each id in one explicit batch on c.
 func inBatch(ctx context.Context, c *client.Client, ids []int64) ([]*catalog.Product, []error) {
 	b := c.NewBatch()
+	b.Grow(len(ids))
 	calls := make([]*client.Call[*catalog.CatalogGetProductResult], len(ids))
 	for i, id := range ids {
 		calls[i] = client.Add(b, "getProduct", &catalog.CatalogGetProductArgs{ID: id}, &catalog.CatalogGetProductResult{})
