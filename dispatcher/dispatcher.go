@@ -169,28 +169,21 @@ func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.R
 	return responses, s.release, nil
 }
 
-// outcome is what one call leaves for the batch: its Response and, with
-// RunHeld, the Call whose buffer its reply is. It is read only for a call
-// that finished before the batch ended: a call abandoned at the deadline
-// may still be writing to its outcome, and its Call is left to the
-// collector.
-type outcome struct {
-	batch.Response
-	held *wire.Call
-}
-
 // scratch is the memory of one batch that RunHeld's release hands to a
 // later batch, so that a server running batch after batch allocates it once:
-// each call's function, outcome and response pointer, and the Calls holding
-// the replies. A call's context is not in it: a handler may keep its context
-// past its return, and a context must never change. The memory of a batch
-// with a call abandoned at the deadline is never reused, since that call may
-// still write its outcome.
+// each call's function, Response and response pointer, and the Call each
+// call runs in, whose buffer holds its reply until release. A call's context
+// is not in it: a handler may keep its context past its return, and a
+// context must never change. The memory of a batch with a call abandoned at
+// the deadline is never reused, since that call may still write its Response
+// and its Call.
 type scratch struct {
-	fns      []thrift.TProcessorFunction
-	outs     []outcome
-	out      []*batch.Response
-	held     []*wire.Call
+	fns   []thrift.TProcessorFunction
+	resps []batch.Response
+	out   []*batch.Response
+	// calls[i] is the Call that call i runs in (RunHeld only), kept for
+	// the same index of the next batch; nil when it cannot be reused.
+	calls    []*wire.Call
 	reusable bool // the batch ended with no call abandoned
 }
 
@@ -200,41 +193,50 @@ var scratches sync.Pool
 
 const maxScratchCalls = 4096
 
-// getScratch returns a scratch for a batch of n calls, zeroed.
+// getScratch returns a scratch for a batch of n calls, zeroed but for the
+// Calls of earlier batches, which are ready for another Run.
 func getScratch(n int) *scratch {
 	s, _ := scratches.Get().(*scratch)
 	if s == nil {
 		s = new(scratch)
 	}
-	if cap(s.outs) < n {
+	if cap(s.resps) < n {
 		s.fns = make([]thrift.TProcessorFunction, n)
-		s.outs = make([]outcome, n)
+		s.resps = make([]batch.Response, n)
 		s.out = make([]*batch.Response, n)
-		s.held = make([]*wire.Call, 0, n)
 	}
-	s.fns, s.outs, s.out = s.fns[:n], s.outs[:n], s.out[:n]
+	if len(s.calls) < n {
+		s.calls = append(s.calls, make([]*wire.Call, n-len(s.calls))...)
+	}
+	s.fns, s.resps, s.out = s.fns[:n], s.resps[:n], s.out[:n]
 	return s
 }
 
-// release returns the Calls holding the replies to their pool and, unless a
-// call was abandoned, the scratch to scratches, cleared so that it keeps
-// nothing of this batch reachable. It reports whether no call was
-// abandoned.
+// release makes the batch's Calls ready for the next batch's calls and,
+// unless a call was abandoned, returns the scratch to scratches, cleared
+// so that it keeps nothing of this batch reachable. It reports whether no
+// call was abandoned.
 func (s *scratch) release() bool {
-	for _, c := range s.held {
-		wire.Put(c)
-	}
 	if !s.reusable {
 		return false
 	}
-	if cap(s.outs) > maxScratchCalls {
+	if cap(s.resps) > maxScratchCalls {
+		// Too large to keep whole: its Calls go back to wire's pool.
+		for _, c := range s.calls[:len(s.out)] {
+			if c != nil {
+				wire.Put(c)
+			}
+		}
 		return true
 	}
+	for i, c := range s.calls[:len(s.out)] {
+		if c != nil && !c.Reset() {
+			s.calls[i] = nil
+		}
+	}
 	clear(s.fns)
-	clear(s.outs)
+	clear(s.resps)
 	clear(s.out)
-	clear(s.held)
-	s.held = s.held[:0]
 	s.reusable = false
 	scratches.Put(s)
 	return true
@@ -253,9 +255,9 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 	if hold {
 		s = getScratch(n)
 	} else {
-		s = &scratch{fns: make([]thrift.TProcessorFunction, n), outs: make([]outcome, n), out: make([]*batch.Response, n)}
+		s = &scratch{fns: make([]thrift.TProcessorFunction, n), resps: make([]batch.Response, n), out: make([]*batch.Response, n)}
 	}
-	r := &run{d: d, kind: kind, reqs: b.Requests, fns: s.fns, ctxs: make([]callCtx, n), outs: s.outs, hold: hold}
+	r := &run{d: d, kind: kind, reqs: b.Requests, fns: s.fns, ctxs: make([]callCtx, n), resps: s.resps, calls: s.calls}
 	for i, req := range b.Requests {
 		if req == nil {
 			continue // answered as an unknown method ""
@@ -288,8 +290,7 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 		limit = 1
 	}
 	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) struct{} {
-		o := &r.outs[i]
-		o.Response = r.answer(ctx, i, &o.held)
+		r.resps[i] = r.answer(ctx, i)
 		return struct{}{}
 	})
 	if errors.Is(err, pool.ErrClosed) {
@@ -297,15 +298,12 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 	}
 	s.reusable = hold
 	for i := range s.out {
-		v := &r.outs[i].Response
+		v := &r.resps[i]
 		switch res.Status(i) {
-		case pool.StatusDone:
-			if c := r.outs[i].held; c != nil {
-				s.held = append(s.held, c)
-			}
 		case pool.StatusAbandoned:
-			// The call may still write its outcome: its response is
-			// memory of its own, and the batch's is not reused.
+			// The call may still write its Response and use its
+			// Call: its response is memory of its own, and the
+			// batch's is not reused.
 			v = new(batch.Response)
 			*v = failed(contextError(ctx, i))
 			s.reusable = false
@@ -315,6 +313,9 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 			*v = failed(batch.CALL_OVERLOADED, fmt.Sprintf("call %d not run: no worker was free and the server refuses calls when overloaded", i))
 		case pool.StatusPanicked:
 			*v = failed(thrift.INTERNAL_ERROR, "internal error processing "+method(b.Requests[i]))
+			if hold {
+				s.calls[i] = nil // its Call may be mid-struct
+			}
 		}
 		if req := b.Requests[i]; req != nil {
 			v.ID = req.ID
@@ -386,14 +387,18 @@ type run struct {
 	reqs     []*batch.Request
 	fns      []thrift.TProcessorFunction
 	ctxs     []callCtx
-	outs     []outcome
+	resps    []batch.Response
+	calls    []*wire.Call   // RunHeld: call i runs in calls[i], which keeps its reply; nil: Run
 	rejected map[int]string // calls the hook refused, with its reason
-	hold     bool           // RunHeld: replies stay in their Calls
 }
 
-// answer runs call i and returns its Response. With hold, a reply stays in
-// the buffer of the Call that wrote it, which answer puts in *held.
-func (r *run) answer(ctx context.Context, i int, held **wire.Call) (resp batch.Response) {
+// answer runs call i and returns its Response. With RunHeld, the call
+// runs in calls[i], a Call of an earlier batch when there is one, and its
+// reply stays in that Call's buffer; a Call that must not run again (after a
+// panic or a decode error, its protocol may be mid-struct) is dropped from
+// calls. With Run, it runs in a Call from wire's pool, and its reply is
+// copied out.
+func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
 	req, fn := r.reqs[i], r.fns[i]
 	if fn == nil {
 		return failed(thrift.UNKNOWN_METHOD, fmt.Sprintf("unknown method %q", method(req)))
@@ -403,30 +408,29 @@ func (r *run) answer(ctx context.Context, i int, held **wire.Call) (resp batch.R
 	}
 	cctx := &r.ctxs[i]
 	*cctx = callCtx{Context: ctx, index: i, method: req.Method}
-	c := wire.Get(r.kind)
+	c, reusable := r.call(i), false
 	defer func() {
 		// A handler's panic must not take the server down, nor the other
 		// calls of its batch: it becomes this call's error. The value and
-		// stack may hold internal details, so they go to the log only. The
-		// Call is dropped, not reused: its protocol may be mid-struct.
+		// stack may hold internal details, so they go to the log only.
 		if v := recover(); v != nil {
 			r.d.log.Error().Str("method", req.Method).Int("index", i).
 				Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
 				Msg("thriftbatch: handler panicked")
 			resp = failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)
 		}
+		r.done(i, c, reusable)
 	}()
 	out, err := c.Run(cctx, fn, req.Method, req.Arguments)
 	switch out.Type {
 	case thrift.REPLY:
 		// Declared exceptions come back here too, inside the result struct.
-		if r.hold {
+		reusable = true
+		if r.calls != nil {
 			resp.Reply = out.Body[:len(out.Body):len(out.Body)]
-			*held = c
 			break
 		}
 		resp.Reply = c.Keep(out.Body)
-		wire.Put(c)
 	case thrift.EXCEPTION:
 		if ctx.Err() != nil {
 			// The handler gave up because the batch did: its exception
@@ -437,15 +441,13 @@ func (r *run) answer(ctx context.Context, i int, held **wire.Call) (resp batch.R
 		if derr != nil {
 			return failed(thrift.INTERNAL_ERROR, fmt.Sprintf("%s wrote an exception that does not decode: %v", req.Method, derr))
 		}
-		if ex.TypeId() != thrift.PROTOCOL_ERROR {
-			wire.Put(c)
-		}
+		reusable = ex.TypeId() != thrift.PROTOCOL_ERROR
 		return failed(ex.TypeId(), ex.Error())
 	default:
 		// Nothing written: a oneway method, or a call that gave up.
 		if err == nil {
+			reusable = true
 			resp.Reply = wire.EmptyStruct(r.kind)
-			wire.Put(c)
 			return resp
 		}
 		if ctx.Err() != nil {
@@ -461,6 +463,36 @@ func (r *run) answer(ctx context.Context, i int, held **wire.Call) (resp batch.R
 		return failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)
 	}
 	return resp
+}
+
+// call returns the Call that call i runs in: calls[i] when it is one of the
+// batch's kind, otherwise a Call from wire's pool (kept as calls[i] with
+// RunHeld).
+func (r *run) call(i int) *wire.Call {
+	if r.calls == nil {
+		return wire.Get(r.kind)
+	}
+	if c := r.calls[i]; c != nil {
+		if c.Kind() == r.kind {
+			return c
+		}
+		wire.Put(c) // an earlier batch's, of another kind
+	}
+	c := wire.Get(r.kind)
+	r.calls[i] = c
+	return c
+}
+
+// done is the end of call i in c: with Run, c goes back to wire's pool when
+// reusable; with RunHeld, c stays as calls[i], holding the reply until
+// release, unless it is not reusable.
+func (r *run) done(i int, c *wire.Call, reusable bool) {
+	switch {
+	case r.calls == nil && reusable:
+		wire.Put(c)
+	case r.calls != nil && !reusable:
+		r.calls[i] = nil
+	}
 }
 
 func method(req *batch.Request) string {

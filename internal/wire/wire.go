@@ -279,21 +279,32 @@ func Get(k Kind) *Call {
 	return c
 }
 
-// Put returns c to the pool. Pass only a Call whose last Run ended normally:
-// after a panic or a decode error, its protocol may hold state from the
-// broken call. A JSON call is never reused: the JSON protocol buffers input
-// it has not parsed and offers no way to reset it.
+// Put returns c to the pool, when Reset says it may be reused.
 func Put(c *Call) {
+	if c.Reset() {
+		calls[c.kind].Put(c)
+	}
+}
+
+// Reset makes c ready for another Run, keeping its buffer's capacity, and
+// reports whether it may be reused at all. Reset only a Call whose last Run
+// ended normally: after a panic or a decode error, its protocol may hold
+// state from the broken call. A JSON call is never reused: the JSON
+// protocol buffers input it has not parsed and offers no way to reset it.
+func (c *Call) Reset() bool {
 	if c.kind == JSON {
-		return
+		return false
 	}
 	c.buf.Reset(nil)
 	c.hdr = header{}
 	if cp, ok := c.proto.(*compact); ok {
 		cp.reset()
 	}
-	calls[c.kind].Put(c)
+	return true
 }
+
+// Kind returns the protocol c reads and writes.
+func (c *Call) Kind() Kind { return c.kind }
 
 // Result is what one call wrote.
 type Result struct {
