@@ -217,7 +217,8 @@ func (b *Batch) Len() int { return len(b.requests) }
 // Grow makes room for n more calls, so that adding them does not grow the
 // batch's lists of calls as it goes: for a caller that knows how many calls
 // it will add, it saves the lists' copies and about half their memory.
-// Without it, the lists double as calls are added.
+// Without it, the lists double as calls are added. A negative n panics, as
+// in slices.Grow.
 func (b *Batch) Grow(n int) {
 	b.requests = slices.Grow(b.requests, n)
 	b.calls = slices.Grow(b.calls, n)

@@ -288,44 +288,66 @@ func (l *lockedLog) String() string {
 
 // TestAbandonedBatchKeepsItsRequestMemory: the memory a batch's request was
 // read into goes to the next batch only once every call of the batch has
-// returned. A call abandoned at the deadline still reads its Request when it
-// ends (here, the method name for the log of its panic): had the next
-// batch's request been read into the same memory, the log would name
-// another method, or none, and the race detector would see the two.
+// returned, whether the batch was answered or refused after its calls ran
+// (here for a response over WithMaxResponseBytes). A call abandoned at the
+// deadline still reads its Request when it ends (here, the method name for
+// the log of its panic): had the next batch's request been read into the
+// same memory, the log would name another method, or none, and the race
+// detector would see the two.
 func TestAbandonedBatchKeepsItsRequestMemory(t *testing.T) {
-	// A few times: the pool memory goes back to may drop it (it does at
-	// random under the race detector), and then no batch could reuse it.
-	for range 4 {
-		abandonThenServe(t)
+	for _, refused := range []bool{false, true} {
+		name := "answered"
+		if refused {
+			name = "refused for its response's size"
+		}
+		t.Run(name, func(t *testing.T) {
+			// A few times: the pool memory goes back to may drop it
+			// (it does at random under the race detector), and then
+			// no batch could reuse it.
+			for range 4 {
+				abandonThenServe(t, refused)
+			}
+		})
 	}
 }
 
-// abandonThenServe serves a batch whose one call is abandoned, then batches
-// of echoes, then lets the abandoned call end, and checks its log.
-func abandonThenServe(t *testing.T) {
+// abandonThenServe serves a batch whose call of boom is abandoned (with,
+// when refused, an echo whose reply is over the response limit), then
+// batches of echoes, then lets the abandoned call end, and checks its log.
+func abandonThenServe(t *testing.T, refused bool) {
 	var log lockedLog
 	h := lateBoom{gate: make(chan struct{})}
-	p, err := New(testsvc.NewTestProcessor(h), WithLogger(zerolog.New(&log)))
+	p, err := New(testsvc.NewTestProcessor(h), WithLogger(zerolog.New(&log)), WithMaxResponseBytes(500))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close(context.Background())
 	ours := batchFunction{p}
+	echo := func(text string) *batch.Request {
+		args, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &batch.Request{Method: "echo", Arguments: args}
+	}
 	boom := frameOf(t, thrift.CALL, 1, func(w thrift.TProtocol) error {
 		req := &batch.BatchRequest{Requests: []*batch.Request{{Method: "boom", Arguments: []byte{0}}}, TimeoutMillis: thrift.Int32Ptr(20)}
+		if refused {
+			req.Requests = append(req.Requests, echo(strings.Repeat("x", 1000)))
+		}
 		return (&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(context.Background(), w)
 	})
-	if a := serveFrame(t, ours, boom); a.result.Success == nil || a.result.Success.Responses[0].Error.GetType() != batch.CALL_DEADLINE_EXCEEDED {
+	a := serveFrame(t, ours, boom)
+	switch {
+	case refused && a.result.Error.GetCode() != batch.BatchErrorCode_RESPONSE_TOO_LARGE:
+		t.Fatalf("the batch of boom and a long echo answered %v, want RESPONSE_TOO_LARGE", a.result)
+	case !refused && (a.result.Success == nil || a.result.Success.Responses[0].Error.GetType() != batch.CALL_DEADLINE_EXCEEDED):
 		t.Fatalf("the batch of boom answered %v, want CALL_DEADLINE_EXCEEDED", a.result)
-	}
-	echoArgs, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: "x"})
-	if err != nil {
-		t.Fatal(err)
 	}
 	echoes := frameOf(t, thrift.CALL, 2, func(w thrift.TProtocol) error {
 		req := &batch.BatchRequest{}
 		for range 8 {
-			req.Requests = append(req.Requests, &batch.Request{Method: "echo", Arguments: echoArgs})
+			req.Requests = append(req.Requests, echo("x"))
 		}
 		return (&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(context.Background(), w)
 	})
@@ -341,4 +363,39 @@ func abandonThenServe(t *testing.T) {
 	if !strings.Contains(log.String(), `"method":"boom"`) {
 		t.Errorf("the abandoned call's panic was logged as %s, want method boom", log.String())
 	}
+}
+
+// TestProcessHandsItsRequestMemoryOn: once a batch whose calls all returned
+// has been answered, the memory its request was read into goes back for the
+// next batch: the frame, still holding the request's bytes in its array. The
+// pool may drop what it is given (it does at random under the race
+// detector), so the test asks for it in one of 16 batches, not in each.
+func TestProcessHandsItsRequestMemoryOn(t *testing.T) {
+	p, err := New(testsvc.NewTestProcessor(echoHandler{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ours := batchFunction{p}
+	const marker = "a request only this test sends"
+	args, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: marker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := frameOf(t, thrift.CALL, 1, func(w thrift.TProtocol) error {
+		req := &batch.BatchRequest{Requests: []*batch.Request{{Method: "echo", Arguments: args}}}
+		return (&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(context.Background(), w)
+	})
+	for range 16 {
+		if a := serveFrame(t, ours, frame); a.result.Success == nil || a.result.Success.Responses[0].Error != nil {
+			t.Fatalf("the batch answered %v", a.result)
+		}
+		m := getMemory()
+		kept := bytes.Contains(m.frame[:cap(m.frame)], []byte(marker))
+		m.put()
+		if kept {
+			return
+		}
+	}
+	t.Error("no batch of 16 handed the memory of its request on")
 }

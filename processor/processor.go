@@ -204,9 +204,9 @@ var ErrClientGone = errors.New("thriftbatch: the client disconnected")
 
 // watch returns a context canceled with ErrClientGone once trans reports it
 // is no longer open, checked every interval, and a function that stops the
-// watch. The checks run on a timer (time.AfterFunc), not on a goroutine of
-// their own: a batch that ends within one interval, as most do, costs a
-// timer started and stopped, and no goroutine or ticker.
+// watch. The checks run on a timer (time.AfterFunc), each on a goroutine
+// that lives for the check only: a batch that ends within one interval, as
+// most do, costs a timer started and stopped, and no goroutine or ticker.
 func watch(ctx context.Context, trans thrift.TTransport, interval time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	w := &watcher{trans: trans, interval: interval, cancel: cancel}
@@ -372,8 +372,10 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 	}
 	resp, bytesOut, err := p.respond(ctx, kind, req.AcceptCodecs, responses)
 	if err != nil {
-		release()
-		return nil, noRelease, p.refuse(err)
+		// A call abandoned at the deadline may still read the request:
+		// what release says about that holds for the refusal too.
+		returned := release()
+		return nil, func() bool { return returned }, p.refuse(err)
 	}
 	if e := p.log.Debug(); e.Enabled() {
 		failed := 0

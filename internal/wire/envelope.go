@@ -86,7 +86,7 @@ func (m *listMemory[T]) take(n int) (ptrs []*T, elems []T, ok bool) {
 	if m.ptrs == nil || cap(m.ptrs) < n { // an empty list is not nil
 		m.ptrs = make([]*T, n)
 	}
-	return m.ptrs[:n], m.elems, true
+	return m.ptrs[:n:n], m.elems, true // appending to the list cannot write into m
 }
 
 // done records that the list taken read n elements, the first of them from

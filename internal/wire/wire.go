@@ -296,12 +296,18 @@ func (c *Call) Reset() bool {
 		return false
 	}
 	c.buf.Reset(nil)
+	if cap(c.buf.Out) > maxKeptOut {
+		c.buf.Out = nil // a large reply's buffer is not kept for small ones
+	}
 	c.hdr = header{}
 	if cp, ok := c.proto.(*compact); ok {
 		cp.reset()
 	}
 	return true
 }
+
+// maxKeptOut is the largest output buffer a Call keeps across Reset.
+const maxKeptOut = 64 << 10
 
 // Kind returns the protocol c reads and writes.
 func (c *Call) Kind() Kind { return c.kind }
