@@ -162,6 +162,39 @@ func TestMedianOfOddAndEvenCounts(t *testing.T) {
 	}
 }
 
+// setCheck sets thrift.ServerConnectivityCheckInterval to d until b ends.
+// Benchmarks run one at a time, so none reads the global while another
+// changes it.
+func setCheck(b *testing.B, d time.Duration) {
+	b.Helper()
+	saved := thrift.ServerConnectivityCheckInterval
+	if err := checkinterval.Set(d); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := checkinterval.Set(saved); err != nil {
+			b.Error(err)
+		}
+	})
+}
+
+// benchServer serves the catalog, with no simulated latency and the
+// connectivity check at check, until b ends.
+func benchServer(b *testing.B, check time.Duration) *server {
+	b.Helper()
+	setCheck(b, check)
+	s, err := startServer(0, framed)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { // before setCheck's: the server stops first
+		if err := s.stop(); err != nil {
+			b.Error(err)
+		}
+	})
+	return s
+}
+
 // BenchmarkHundredGetProduct times the ways of making 100 getProduct calls
 // against one in-process server, for profiling with -cpuprofile and
 // -benchmem; the ratios users read come from go run ./bench.
@@ -170,24 +203,8 @@ func TestMedianOfOddAndEvenCounts(t *testing.T) {
 func BenchmarkHundredGetProduct(b *testing.B) {
 	for _, check := range []time.Duration{thrift.ServerConnectivityCheckInterval, 0} {
 		b.Run(fmt.Sprintf("check=%v", check), func(b *testing.B) {
-			defer func(was time.Duration) {
-				if err := checkinterval.Set(was); err != nil {
-					b.Error(err)
-				}
-			}(thrift.ServerConnectivityCheckInterval)
-			if err := checkinterval.Set(check); err != nil {
-				b.Fatal(err)
-			}
+			s := benchServer(b, check)
 			ctx := context.Background()
-			s, err := startServer(0, framed)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				if err := s.stop(); err != nil {
-					b.Error(err)
-				}
-			}()
 			sh, err := s.shop(ctx)
 			if err != nil {
 				b.Fatal(err)
@@ -223,23 +240,7 @@ func BenchmarkHundredGetProduct(b *testing.B) {
 //	go test -run XXX -bench ManyClients -benchtime 10000x -benchmem ./bench
 func BenchmarkManyClients(b *testing.B) {
 	const clients, calls = 16, 100
-	defer func(was time.Duration) {
-		if err := checkinterval.Set(was); err != nil {
-			b.Error(err)
-		}
-	}(thrift.ServerConnectivityCheckInterval)
-	if err := checkinterval.Set(0); err != nil {
-		b.Fatal(err)
-	}
-	s, err := startServer(0, framed)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		if err := s.stop(); err != nil {
-			b.Error(err)
-		}
-	}()
+	s := benchServer(b, 0)
 	ctx := context.Background()
 	open, cs, err := s.batchClients(ctx, clients)
 	if err != nil {
@@ -292,15 +293,7 @@ func cpuTime(tb testing.TB) time.Duration {
 //
 //	go test -run XXX -bench StagesOfABatch -benchmem ./bench
 func BenchmarkStagesOfABatch(b *testing.B) {
-	saved := thrift.ServerConnectivityCheckInterval
-	if err := checkinterval.Set(0); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		if err := checkinterval.Set(saved); err != nil {
-			b.Error(err)
-		}
-	}()
+	setCheck(b, 0)
 	ctx := context.Background()
 	const n = 100
 	h := store.New(products, 0)
