@@ -15,6 +15,14 @@ type way struct {
 	name  string
 	calls int                             // calls one run makes
 	run   func(ctx context.Context) error // makes them and checks the answers
+	// settle is an untimed pause before each run, for ways timed against
+	// Go timers: a timer stopped before it fired (the processor's
+	// disconnect watch of a batch that ended early) stays in the runtime's
+	// heap until its time and wakes the idle runtime then, which delays
+	// the timers due soon after by up to the millisecond the runtime
+	// sleeps in. A pause as long as the processor's check interval lets
+	// the previous way's stopped timers pass.
+	settle time.Duration
 }
 
 // timed is a way's median time over the rounds of one comparison.
@@ -34,6 +42,7 @@ func interleave(ctx context.Context, rounds int, ways ...way) ([]timed, error) {
 	samples := make([][]time.Duration, len(ways))
 	for r := range rounds + 1 {
 		for i, w := range ways {
+			time.Sleep(w.settle)
 			start := time.Now()
 			if err := w.run(ctx); err != nil {
 				return nil, fmt.Errorf("%s: %w", w.name, err)

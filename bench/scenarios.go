@@ -9,6 +9,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/client"
 	"github.com/thriftbatch/thriftbatch/pool"
+	"github.com/thriftbatch/thriftbatch/processor"
 )
 
 // settings says under which thrift.ServerConnectivityCheckInterval settings
@@ -286,7 +287,7 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	e.open = append(e.open, closerFunc(func() error { return p.Close(ctx) }))
-	t, err := interleave(ctx, e.plan.fanoutRounds, explicitBatch(c, ids), quick,
+	ways := []way{explicitBatch(c, ids), quick,
 		waits("pool.Run alone", len(ids), e.plan.fanoutLatency, func(n int, wait func()) error {
 			_, err := pool.Run(ctx, p, n, 0, func(int) struct{} { wait(); return struct{}{} })
 			return err
@@ -299,7 +300,11 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 			wg.Wait()
 			return nil
 		}),
-	)
+	}
+	for i := range ways {
+		ways[i].settle = fanoutSettle
+	}
+	t, err := interleave(ctx, e.plan.fanoutRounds, ways...)
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +327,11 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 		},
 	}, nil
 }
+
+// fanoutSettle is the pause before each way of the fan-out scenario (see
+// way.settle): the processor's default disconnect check interval, and a
+// millisecond for the runtime's sleep.
+const fanoutSettle = processor.DefaultDisconnectCheck + time.Millisecond
 
 // waits is n waits of d, each on a timer as the store's simulated latency
 // waits, run by fanOut.
