@@ -513,8 +513,12 @@ func (r *run[T]) spawn(p *Pool) bool {
 	// The reservation says a worker is free. ants may still refuse for a
 	// moment: a worker whose helper has just returned is counted free here
 	// before ants has put it back in its idle queue. Such a refusal passes
-	// within a few yields; the bound only guards against the unforeseen.
-	for range maxSubmitTries {
+	// once that worker's goroutine runs again, which takes a few yields,
+	// or, when the machine takes the processor away from it, up to a time
+	// slice of the operating system's: the retries are bounded in time,
+	// not in count, for that case; the bound guards against the unforeseen.
+	var deadline time.Time // set at the first refusal
+	for {
 		err := p.workers.Submit(r.work)
 		if err == nil {
 			r.helpers++
@@ -523,14 +527,19 @@ func (r *run[T]) spawn(p *Pool) bool {
 		if !errors.Is(err, ants.ErrPoolOverload) {
 			break
 		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(maxSubmitWait)
+		} else if time.Now().After(deadline) {
+			break
+		}
 		runtime.Gosched()
 	}
 	p.counters.busy.Add(-1)
 	return false
 }
 
-// maxSubmitTries bounds spawn's retries of a refused hand-off.
-const maxSubmitTries = 1000
+// maxSubmitWait bounds how long spawn retries a refused hand-off.
+const maxSubmitWait = 20 * time.Millisecond
 
 // waitSpawn retries the first hand-off with a growing pause until it succeeds
 // or ctx is done. ants cannot wait on a context, hence the polling.
