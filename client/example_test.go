@@ -67,9 +67,11 @@ func ExampleBatch() {
 	}
 	defer c.Close()
 
+	ids := []int64{1, 2, 3}
 	b := c.NewBatch()
+	b.Grow(len(ids)) // optional: room for the calls about to be added
 	var calls []*client.Call[*catalog.CatalogGetProductResult]
-	for _, id := range []int64{1, 2, 3} {
+	for _, id := range ids {
 		calls = append(calls, client.Add(b, "getProduct", &catalog.CatalogGetProductArgs{ID: id}, &catalog.CatalogGetProductResult{}))
 	}
 	if err := b.Execute(context.Background()); err != nil {
