@@ -140,14 +140,32 @@ func IsBatchMethod(name string) bool {
 // and their late results are discarded. A handler panic answers its call with
 // INTERNAL_ERROR, and its value and stack go to the log only.
 //
-// Cost beyond the processor functions' own: about 17 allocations per batch
-// (the calls' results, statuses and contexts are allocated once per batch)
-// and, per call, a copy of the reply into a shared 8 KiB block. go test
-// -bench BatchOfEchoes ./dispatcher: 4,017 allocations for 1,000 echo calls,
-// of which the generated code makes 4 per call.
+// It is RunHeld with each reply copied out, all of a batch's replies into
+// one buffer, so that the responses are the caller's to keep. Cost beyond
+// the processor functions' own: go test -bench BatchOfEchoes ./dispatcher.
 func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error) {
-	responses, _, err := d.run(ctx, b, false)
-	return responses, err
+	held, release, err := d.RunHeld(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	size := 0
+	for _, r := range held {
+		size += len(r.Reply)
+	}
+	replies := make([]byte, 0, size)
+	kept := make([]batch.Response, len(held))
+	out := make([]*batch.Response, len(held))
+	for i, r := range held {
+		kept[i] = *r
+		if r.Reply != nil {
+			start := len(replies)
+			replies = append(replies, r.Reply...)
+			kept[i].Reply = replies[start:len(replies):len(replies)]
+		}
+		out[i] = &kept[i]
+	}
+	return out, nil
 }
 
 // RunHeld is Run without the copy of each reply: a reply is the buffer the
@@ -163,7 +181,7 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 // at the deadline and may still be reading its arguments, and on any call
 // of release after the first, which does nothing.
 func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.Response, release func() (returned bool), err error) {
-	responses, s, err := d.run(ctx, b, true)
+	responses, s, err := d.run(ctx, b)
 	if err != nil {
 		return nil, func() bool { return true }, err
 	}
@@ -183,11 +201,11 @@ type scratch struct {
 	fns   []thrift.TProcessorFunction
 	resps []batch.Response
 	out   []*batch.Response
-	// calls[i] is the Call that call i runs in (RunHeld only), kept for
-	// the same index of the next batch; nil when it cannot be reused.
-	calls    []*wire.Call
-	reusable bool   // the batch ended with no call abandoned
-	use      uint64 // counts the releases, so that a second one of a use is told from the first
+	// calls[i] is the Call that call i runs in, kept for the same index
+	// of the next batch; nil when it cannot be reused.
+	calls     []*wire.Call
+	abandoned bool   // a call was still running when the batch ended
+	use       uint64 // counts the releases, so that a second one of a use is told from the first
 }
 
 // scratches holds the scratch of finished batches of up to maxScratchCalls
@@ -234,7 +252,7 @@ func (s *scratch) release(use uint64) bool {
 		return false
 	}
 	s.use++
-	if !s.reusable {
+	if s.abandoned {
 		return false
 	}
 	if cap(s.resps) > maxScratchCalls {
@@ -254,33 +272,25 @@ func (s *scratch) release(use uint64) bool {
 	clear(s.fns)
 	clear(s.resps)
 	clear(s.out)
-	s.reusable = false
 	scratches.Put(s)
 	return true
 }
 
-// run runs the batch; with hold, replies are left in the Calls they were
-// written by, which the scratch returned holds for release. Without hold,
-// the responses are the caller's to keep, and the scratch is not reused.
-func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Response, *scratch, error) {
+// run runs the batch in a scratch, whose Calls hold the replies until its
+// release.
+func (d *Dispatcher) run(ctx context.Context, b Batch) ([]*batch.Response, *scratch, error) {
 	kind, err := wire.KindOf(b.Protocol)
 	if err != nil {
 		return nil, nil, err
 	}
 	n := len(b.Requests)
-	var s *scratch
-	if hold {
-		s = getScratch(n)
-	} else {
-		s = &scratch{fns: make([]thrift.TProcessorFunction, n), resps: make([]batch.Response, n), out: make([]*batch.Response, n)}
-	}
+	s := getScratch(n)
 	r := &run{d: d, kind: kind, reqs: b.Requests, fns: s.fns, ctxs: make([]callCtx, n), resps: s.resps, calls: s.calls}
 	for i, req := range b.Requests {
 		if req == nil {
 			continue // answered as an unknown method ""
 		}
 		if IsBatchMethod(req.Method) {
-			s.reusable = hold
 			s.release(s.use)
 			return nil, nil, &batch.BatchError{
 				Code:    batch.BatchErrorCode_NESTED_BATCH,
@@ -313,7 +323,6 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 	if errors.Is(err, pool.ErrClosed) {
 		return nil, nil, &batch.BatchError{Code: batch.BatchErrorCode_SHUTTING_DOWN, Message: "the server is shutting down and takes no new batches"}
 	}
-	s.reusable = hold
 	for i := range s.out {
 		v := &r.resps[i]
 		switch res.Status(i) {
@@ -323,16 +332,14 @@ func (d *Dispatcher) run(ctx context.Context, b Batch, hold bool) ([]*batch.Resp
 			// batch's is not reused.
 			v = new(batch.Response)
 			*v = failed(contextError(ctx, i))
-			s.reusable = false
+			s.abandoned = true
 		case pool.StatusCanceled:
 			*v = failed(contextError(ctx, i))
 		case pool.StatusOverloaded:
 			*v = failed(batch.CALL_OVERLOADED, fmt.Sprintf("call %d not run: no worker was free and the server refuses calls when overloaded", i))
 		case pool.StatusPanicked:
 			*v = failed(thrift.INTERNAL_ERROR, "internal error processing "+method(b.Requests[i]))
-			if hold {
-				s.calls[i] = nil // its Call may be mid-struct
-			}
+			s.calls[i] = nil // its Call may be mid-struct
 		}
 		if req := b.Requests[i]; req != nil {
 			v.ID = req.ID
@@ -405,16 +412,14 @@ type run struct {
 	fns      []thrift.TProcessorFunction
 	ctxs     []callCtx
 	resps    []batch.Response
-	calls    []*wire.Call   // RunHeld: call i runs in calls[i], which keeps its reply; nil: Run
+	calls    []*wire.Call   // call i runs in calls[i], which keeps its reply
 	rejected map[int]string // calls the hook refused, with its reason
 }
 
-// answer runs call i and returns its Response. With RunHeld, the call
-// runs in calls[i], a Call of an earlier batch when there is one, and its
-// reply stays in that Call's buffer; a Call that must not run again (after a
-// panic or a decode error, its protocol may be mid-struct) is dropped from
-// calls. With Run, it runs in a Call from wire's pool, and its reply is
-// copied out.
+// answer runs call i and returns its Response. The call runs in calls[i],
+// a Call of an earlier batch when there is one, and its reply stays in that
+// Call's buffer; a Call that must not run again (after a panic or a decode
+// error, its protocol may be mid-struct) is dropped from calls.
 func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
 	req, fn := r.reqs[i], r.fns[i]
 	if fn == nil {
@@ -436,18 +441,16 @@ func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
 				Msg("thriftbatch: handler panicked")
 			resp = failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)
 		}
-		r.done(i, c, reusable)
+		if !reusable {
+			r.calls[i] = nil
+		}
 	}()
 	out, err := c.Run(cctx, fn, req.Method, req.Arguments)
 	switch out.Type {
 	case thrift.REPLY:
 		// Declared exceptions come back here too, inside the result struct.
 		reusable = true
-		if r.calls != nil {
-			resp.Reply = out.Body[:len(out.Body):len(out.Body)]
-			break
-		}
-		resp.Reply = c.Keep(out.Body)
+		resp.Reply = out.Body[:len(out.Body):len(out.Body)]
 	case thrift.EXCEPTION:
 		if ctx.Err() != nil {
 			// The handler gave up because the batch did: its exception
@@ -483,33 +486,18 @@ func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
 }
 
 // call returns the Call that call i runs in: calls[i] when it is one of the
-// batch's kind, otherwise a Call from wire's pool (kept as calls[i] with
-// RunHeld).
+// batch's kind, otherwise one from wire's pool, kept as calls[i].
 func (r *run) call(i int) *wire.Call {
-	if r.calls == nil {
-		return wire.Get(r.kind)
+	c := r.calls[i]
+	if c != nil && c.Kind() == r.kind {
+		return c
 	}
-	if c := r.calls[i]; c != nil {
-		if c.Kind() == r.kind {
-			return c
-		}
+	if c != nil {
 		wire.Put(c) // an earlier batch's, of another kind
 	}
-	c := wire.Get(r.kind)
+	c = wire.Get(r.kind)
 	r.calls[i] = c
 	return c
-}
-
-// done is the end of call i in c: with Run, c goes back to wire's pool when
-// reusable; with RunHeld, c stays as calls[i], holding the reply until
-// release, unless it is not reusable.
-func (r *run) done(i int, c *wire.Call, reusable bool) {
-	switch {
-	case r.calls == nil && reusable:
-		wire.Put(c)
-	case r.calls != nil && !reusable:
-		r.calls[i] = nil
-	}
 }
 
 func method(req *batch.Request) string {

@@ -49,7 +49,7 @@ func TestRunHeldReusesItsScratch(t *testing.T) {
 	var lastCall *wire.Call
 	reused := 0
 	for range 16 {
-		out, s, err := d.run(context.Background(), b, true)
+		out, s, err := d.run(context.Background(), b)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -638,14 +638,7 @@ func (r *run[T]) drain(done <-chan struct{}, recruit func()) (settled, ran uint6
 		hi := min(lo+chunk, r.n)
 		start := time.Now()
 		for i := lo; i < hi; i++ {
-			if done != nil {
-				select { // a receive that cannot block costs no lock
-				case <-done:
-					r.stop.CompareAndSwap(0, uint32(StatusCanceled))
-				default:
-				}
-			}
-			s, rn := r.one(int(i))
+			s, rn := r.one(int(i), done)
 			settled, ran = settled+s, ran+rn
 		}
 		per := time.Since(start) / time.Duration(hi-lo)
@@ -672,14 +665,7 @@ func (r *run[T]) steal(done <-chan struct{}) (settled, ran uint64) {
 		if Status(r.res.state[i].Load()) != statusPending {
 			continue
 		}
-		if done != nil {
-			select {
-			case <-done:
-				r.stop.CompareAndSwap(0, uint32(StatusCanceled))
-			default:
-			}
-		}
-		s, rn := r.one(int(i))
+		s, rn := r.one(int(i), done)
 		settled, ran = settled+s, ran+rn
 	}
 }
@@ -697,12 +683,20 @@ func (r *run[T]) firstPending() int {
 	return r.scan
 }
 
-// one runs index i unless the batch has stopped, and reports whether this
-// goroutine settled it (1 or 0: another may have taken it first, as a thief
-// or as the owner of its chunk, or abandon may have given it up) and
-// whether it ran fn. An index is settled, for the count that ends the
-// batch, only once its call has returned.
-func (r *run[T]) one(i int) (settled, ran uint64) {
+// one runs index i unless the batch has stopped, or done (when not nil) is
+// closed, which stops it, and reports whether this goroutine settled it (1
+// or 0: another may have taken it first, as a thief or as the owner of its
+// chunk, or abandon may have given it up) and whether it ran fn. An index is
+// settled, for the count that ends the batch, only once its call has
+// returned.
+func (r *run[T]) one(i int, done <-chan struct{}) (settled, ran uint64) {
+	if done != nil {
+		select { // a receive that cannot block costs no lock
+		case <-done:
+			r.stop.CompareAndSwap(0, uint32(StatusCanceled))
+		default:
+		}
+	}
 	st := &r.res.state[i]
 	if s := r.stop.Load(); s != 0 {
 		if st.CompareAndSwap(uint32(statusPending), s) {

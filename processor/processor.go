@@ -372,10 +372,7 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 	}
 	resp, bytesOut, err := p.respond(ctx, kind, req.AcceptCodecs, responses)
 	if err != nil {
-		// A call abandoned at the deadline may still read the request:
-		// what release says about that holds for the refusal too.
-		returned := release()
-		return nil, func() bool { return returned }, p.refuse(err)
+		return nil, release, p.refuse(err)
 	}
 	if e := p.log.Debug(); e.Enabled() {
 		failed := 0

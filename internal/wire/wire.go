@@ -5,7 +5,6 @@
 package wire
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -229,30 +228,6 @@ type Call struct {
 	// for compact, which leaves message headers out on its own, or proto
 	// wrapped so that the headers are left out.
 	in, out thrift.TProtocol
-	arena   []byte // room for copies of replies; see Keep
-}
-
-// Arena sizes for Keep: replies up to keepMax bytes are copied into shared
-// blocks of arenaBlock bytes.
-const (
-	arenaBlock = 8 << 10
-	keepMax    = 1 << 10
-)
-
-// Keep returns a copy of b that stays valid after the Call is reused. Small
-// copies share blocks of 8 KiB, so a batch of small replies costs an
-// allocation per block, not per reply; a block lives as long as any copy in
-// it is referenced.
-func (c *Call) Keep(b []byte) []byte {
-	if len(b) > keepMax {
-		return bytes.Clone(b)
-	}
-	if cap(c.arena)-len(c.arena) < len(b) {
-		c.arena = make([]byte, 0, arenaBlock)
-	}
-	start := len(c.arena)
-	c.arena = append(c.arena, b...)
-	return c.arena[start:len(c.arena):len(c.arena)]
 }
 
 var calls [3]sync.Pool
