@@ -42,10 +42,7 @@ type compact struct {
 	boolValue   bool // the value of the bool field just read (ReadFieldBegin)
 	boolRead    bool
 
-	// alias makes ReadBinary return slices of the input instead of copies
-	// (see newFrameReader); conf holds the size limits reads obey.
-	alias bool
-	conf  *thrift.TConfiguration
+	conf *thrift.TConfiguration // the size limits reads obey
 }
 
 var _ thrift.TProtocol = (*compact)(nil)
@@ -56,23 +53,11 @@ func newCompact(b *Buffer, hdr *header) *compact {
 	return &compact{byteIO: thrift.NewTCompactProtocolConf(b, cfg), b: b, hdr: hdr, conf: cfg}
 }
 
-// newFrameReader returns a compact protocol over a Buffer of its own whose
-// ReadBinary returns slices of the input rather than copies: for the body of
-// a message read as one frame, whose binary values may then share it.
-func newFrameReader() *compact {
-	p := newCompact(&Buffer{}, &header{})
-	p.alias = true
-	return p
-}
-
-// header is the message header a Call pretends to read and remembers
-// writing.
+// header is the message header a Call pretends to read (a CALL of name,
+// sequence id 0) and the type of the one it remembers writing (0 for none).
 type header struct {
 	name    string
-	typeID  thrift.TMessageType
-	seqID   int32
 	outType thrift.TMessageType
-	written bool
 }
 
 // The compact protocol's type codes.
@@ -144,7 +129,7 @@ func (p *compact) reset() {
 // Writing.
 
 func (p *compact) WriteMessageBegin(_ context.Context, _ string, typeID thrift.TMessageType, _ int32) error {
-	p.hdr.outType, p.hdr.written = typeID, true
+	p.hdr.outType = typeID
 	return nil
 }
 
@@ -204,7 +189,7 @@ func (p *compact) WriteMapBegin(_ context.Context, keyType, valueType thrift.TTy
 		p.b.Out = append(p.b.Out, 0)
 		return nil
 	}
-	p.varint(uint64(uint32(int32(size))))
+	p.size(size)
 	p.b.Out = append(p.b.Out, compactType(keyType)<<4|compactType(valueType))
 	return nil
 }
@@ -233,7 +218,7 @@ func (p *compact) collection(elemType thrift.TType, size int) {
 		return
 	}
 	p.b.Out = append(p.b.Out, 0xf0|compactType(elemType))
-	p.varint(uint64(uint32(int32(size))))
+	p.size(size)
 }
 
 func (p *compact) WriteBool(_ context.Context, value bool) error {
@@ -271,13 +256,13 @@ func (p *compact) WriteDouble(_ context.Context, value float64) error {
 }
 
 func (p *compact) WriteString(_ context.Context, value string) error {
-	p.varint(uint64(uint32(int32(len(value)))))
+	p.size(len(value))
 	p.b.Out = append(p.b.Out, value...)
 	return nil
 }
 
 func (p *compact) WriteBinary(_ context.Context, value []byte) error {
-	p.varint(uint64(uint32(int32(len(value)))))
+	p.size(len(value))
 	p.b.Out = append(p.b.Out, value...)
 	return nil
 }
@@ -291,18 +276,16 @@ func (p *compact) WriteUUID(_ context.Context, value thrift.Tuuid) error {
 // library writes the result as a 32-bit varint.
 func zigzag32(n int32) uint32 { return uint32(n<<1 ^ n>>31) }
 
-func (p *compact) varint(v uint64) {
-	for v >= 0x80 {
-		p.b.Out = append(p.b.Out, byte(v)|0x80)
-		v >>= 7
-	}
-	p.b.Out = append(p.b.Out, byte(v))
-}
+func (p *compact) varint(v uint64) { p.b.Out = binary.AppendUvarint(p.b.Out, v) }
+
+// size writes a length or an element count as the library does: as a
+// 32-bit value, a varint of its unsigned bits.
+func (p *compact) size(n int) { p.varint(uint64(uint32(int32(n)))) }
 
 // Reading.
 
 func (p *compact) ReadMessageBegin(context.Context) (string, thrift.TMessageType, int32, error) {
-	return p.hdr.name, p.hdr.typeID, p.hdr.seqID, nil
+	return p.hdr.name, thrift.CALL, 0, nil
 }
 
 func (p *compact) ReadMessageEnd(context.Context) error { return nil }
@@ -445,9 +428,6 @@ func (p *compact) ReadBinary(context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.alias {
-		return b[:len(b):len(b)], nil
-	}
 	// A copy, as the library returns: the input is reused once the call
 	// is done.
 	return append([]byte{}, b...), nil
@@ -463,7 +443,7 @@ func (p *compact) ReadUUID(context.Context) (thrift.Tuuid, error) {
 }
 
 func (p *compact) Skip(ctx context.Context, fieldType thrift.TType) error {
-	return thrift.SkipDefaultDepth(ctx, p, fieldType)
+	return p.skip(ctx, fieldType, thrift.DEFAULT_RECURSION_DEPTH)
 }
 
 // skip is thrift.Skip without copying strings and binaries: it reads past
@@ -513,10 +493,21 @@ func (p *compact) skip(ctx context.Context, t thrift.TType, depth int) error {
 
 func (p *compact) Flush(context.Context) error { return nil }
 
+// SetTConfiguration sets the size limits reads obey, as
+// thrift.PropagateTConfiguration does for the library's protocols; nil
+// means the library's defaults.
+func (p *compact) SetTConfiguration(conf *thrift.TConfiguration) {
+	if conf == nil {
+		conf = cfg
+	}
+	p.conf = conf
+}
+
 func (p *compact) Transport() thrift.TTransport { return p.b }
 
 // bytes returns the next length-prefixed string or binary, aliasing the
-// input.
+// input, its capacity cut to its length so that appending to it cannot
+// overwrite what follows.
 func (p *compact) bytes() ([]byte, error) {
 	v, err := p.varint32()
 	if err != nil {
@@ -532,14 +523,15 @@ func (p *compact) bytes() ([]byte, error) {
 	return p.next(int(n))
 }
 
-// next consumes n bytes and returns them, aliasing the input.
+// next consumes n bytes and returns them, aliasing the input (with no
+// capacity past them).
 func (p *compact) next(n int) ([]byte, error) {
 	b := p.b
 	if len(b.in)-b.pos < n {
 		b.pos = len(b.in)
 		return nil, thrift.NewTProtocolException(errShort)
 	}
-	out := b.in[b.pos : b.pos+n]
+	out := b.in[b.pos : b.pos+n : b.pos+n]
 	b.pos += n
 	return out, nil
 }

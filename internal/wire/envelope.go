@@ -69,8 +69,7 @@ const maxScratchElems = 4096
 type listMemory[T any] struct {
 	elems []T  // zeroed elements, handed out from the start
 	ptrs  []*T // the list, when its length fits
-	used  int  // elements of elems the last decode took
-	want  int  // elements the last decode read
+	want  int  // elements the last decode read, the first of them from elems
 	taken bool // a decode has used it since the last reset
 }
 
@@ -89,14 +88,11 @@ func (m *listMemory[T]) take(n int) (ptrs []*T, elems []T, ok bool) {
 	return m.ptrs[:n:n], m.elems, true // appending to the list cannot write into m
 }
 
-// done records that the list taken read n elements, the first of them from
-// elems.
-func (m *listMemory[T]) done(n int) {
-	m.used, m.want = min(n, len(m.elems)), n
-}
+// done records that the list taken read n elements.
+func (m *listMemory[T]) done(n int) { m.want = n }
 
 func (m *listMemory[T]) reset() {
-	clear(m.elems[:m.used])
+	clear(m.elems[:min(m.want, len(m.elems))])
 	clear(m.ptrs)
 	if cap(m.ptrs) > maxScratchElems {
 		m.ptrs = nil
@@ -104,7 +100,7 @@ func (m *listMemory[T]) reset() {
 	if m.want > len(m.elems) && m.want <= maxScratchElems {
 		m.elems = make([]T, m.want)
 	}
-	m.used, m.want, m.taken = 0, 0, false
+	m.want, m.taken = 0, false
 }
 
 // DecodeBatchArgs decodes frame, the body of an executeBatch CALL message
@@ -136,14 +132,10 @@ func (m *listMemory[T]) reset() {
 // their capacity cut to their length: frame must not change while they are
 // in use, and a Request kept keeps frame reachable.
 func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int, s *Scratch) error {
-	p := getEnvelopeReader(frame, conf)
 	lim := callLimit{max: maxCalls}
-	err := readBatchArgs(context.Background(), p, args, &lim, s)
-	if err == nil {
-		err = p.whole()
-	}
-	putEnvelopeReader(p)
-	if err != nil {
+	if err := decode(frame, conf, true, func(ctx context.Context, p *compact) error {
+		return readBatchArgs(ctx, p, args, &lim, s)
+	}); err != nil {
 		return thrift.PrependError("executeBatch args: ", err)
 	}
 	return lim.err()
@@ -172,13 +164,9 @@ func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, con
 // capacity cut to their length: frame must not change while they are in
 // use, and a Response kept keeps frame reachable.
 func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, conf *thrift.TConfiguration, s *Scratch) error {
-	p := getEnvelopeReader(frame, conf)
-	err := readBatchResult(context.Background(), p, res, s)
-	if err == nil {
-		err = p.whole()
-	}
-	putEnvelopeReader(p)
-	if err != nil {
+	if err := decode(frame, conf, true, func(ctx context.Context, p *compact) error {
+		return readBatchResult(ctx, p, res, s)
+	}); err != nil {
 		return thrift.PrependError("executeBatch result: ", err)
 	}
 	return nil
@@ -191,11 +179,10 @@ func DecodeBatchResult(frame []byte, res *batch.BatchServiceExecuteBatchResult, 
 // generated code ignores them: raw is a payload, not a frame that might
 // hold another message.
 func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfiguration, maxCalls int) error {
-	p := getEnvelopeReader(raw, conf)
 	lim := callLimit{max: maxCalls}
-	err := readBatchRequest(context.Background(), p, r, &lim, nil)
-	putEnvelopeReader(p)
-	if err != nil {
+	if err := decode(raw, conf, false, func(ctx context.Context, p *compact) error {
+		return readBatchRequest(ctx, p, r, &lim, nil)
+	}); err != nil {
 		return err
 	}
 	return lim.err()
@@ -207,10 +194,9 @@ func DecodeBatchRequest(raw []byte, r *batch.BatchRequest, conf *thrift.TConfigu
 // same limits and costs; bytes after the struct are ignored, as for
 // DecodeBatchRequest.
 func DecodeBatchResponse(raw []byte, r *batch.BatchResponse, conf *thrift.TConfiguration) error {
-	p := getEnvelopeReader(raw, conf)
-	err := readBatchResponse(context.Background(), p, r, nil)
-	putEnvelopeReader(p)
-	return err
+	return decode(raw, conf, false, func(ctx context.Context, p *compact) error {
+		return readBatchResponse(ctx, p, r, nil)
+	})
 }
 
 // whole fails unless the struct just read was all of the input.
@@ -222,37 +208,30 @@ func (p *compact) whole() error {
 	return nil
 }
 
-// envelopeReaders holds the compact protocols the two functions read with,
-// so that a decode allocates none. They alias their input: binary values
-// are slices of it.
-var envelopeReaders = sync.Pool{New: func() any { return newFrameReader() }}
+// envelopeReaders holds the compact protocols the decoders read with, so
+// that a decode allocates none.
+var envelopeReaders = sync.Pool{New: func() any { return newCompact(&Buffer{}, &header{}) }}
 
-func getEnvelopeReader(frame []byte, conf *thrift.TConfiguration) *compact {
+// decode runs read over in with a pooled compact protocol bounded by conf
+// (nil: the library's defaults), and, when frame is set, fails unless the
+// struct read was all of in. The protocol's binary values alias in.
+func decode(in []byte, conf *thrift.TConfiguration, frame bool, read func(context.Context, *compact) error) error {
 	p := envelopeReaders.Get().(*compact)
-	p.b.Reset(frame)
+	p.b.Reset(in)
 	if conf != nil {
 		p.conf = conf
 	}
-	return p
-}
-
-// putEnvelopeReader returns p to the pool, after a failed decode too: reset
-// clears all the state a decode leaves in it.
-func putEnvelopeReader(p *compact) {
+	err := read(context.Background(), p)
+	if err == nil && frame {
+		err = p.whole()
+	}
+	// After a failed decode too: reset clears all the state a decode
+	// leaves in p.
 	p.b.Reset(nil)
 	p.reset()
 	p.conf = cfg
 	envelopeReaders.Put(p)
-}
-
-// frameBytes reads a binary value as a slice of the input, its capacity cut
-// to its length so that appending to it cannot overwrite what follows.
-func frameBytes(p *compact) ([]byte, error) {
-	b, err := p.bytes()
-	if err != nil {
-		return nil, err
-	}
-	return b[:len(b):len(b)], nil
+	return err
 }
 
 // readString reads a string, reusing *last when it is equal and making the
@@ -295,6 +274,18 @@ func readFields(ctx context.Context, p *compact, field func(id int16, t thrift.T
 	return p.ReadStructEnd(ctx)
 }
 
+// readID reads a call's id into an int32 from ids, a slab for a list with
+// left elements still to read.
+func readID(ctx context.Context, p *compact, ids *slab[int32], left int) (*int32, error) {
+	v, err := p.ReadI32(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id := ids.next(left)
+	*id = v
+	return id, nil
+}
+
 // readI32 reads an i32 field into a new int32.
 func readI32(ctx context.Context, p *compact) (*int32, error) {
 	v, err := p.ReadI32(ctx)
@@ -334,7 +325,7 @@ func readBatchRequest(ctx context.Context, p *compact, r *batch.BatchRequest, li
 		case id == 2 && t == thrift.I32:
 			r.RequestCodec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
-			r.CompressedRequests, err = frameBytes(p)
+			r.CompressedRequests, err = p.bytes()
 		case id == 4 && t == thrift.LIST:
 			return true, readCodecs(ctx, p, r)
 		case id == 5 && t == thrift.I32:
@@ -433,13 +424,9 @@ func readRequest(ctx context.Context, p *compact, q *batch.Request, ids *slab[in
 		case id == 1 && t == thrift.STRING:
 			q.Method, err = readString(p, method)
 		case id == 2 && t == thrift.STRING:
-			q.Arguments, err = frameBytes(p)
+			q.Arguments, err = p.bytes()
 		case id == 3 && t == thrift.I32:
-			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				q.ID = ids.next(left)
-				*q.ID = v
-			}
+			q.ID, err = readID(ctx, p, ids, left)
 		default:
 			return false, nil
 		}
@@ -489,7 +476,7 @@ func readBatchResponse(ctx context.Context, p *compact, r *batch.BatchResponse, 
 		case id == 2 && t == thrift.I32:
 			r.Codec, err = readCodec(ctx, p)
 		case id == 3 && t == thrift.STRING:
-			r.CompressedResponses, err = frameBytes(p)
+			r.CompressedResponses, err = p.bytes()
 		default:
 			return false, nil
 		}
@@ -525,13 +512,9 @@ func readResponse(ctx context.Context, p *compact, l *responseList, q *batch.Res
 	return readFields(ctx, p, func(id int16, t thrift.TType) (known bool, err error) {
 		switch {
 		case id == 1 && t == thrift.I32:
-			var v int32
-			if v, err = p.ReadI32(ctx); err == nil {
-				q.ID = l.ids.next(left)
-				*q.ID = v
-			}
+			q.ID, err = readID(ctx, p, &l.ids, left)
 		case id == 2 && t == thrift.STRING:
-			q.Reply, err = frameBytes(p)
+			q.Reply, err = p.bytes()
 		case id == 3 && t == thrift.STRUCT:
 			// A field given twice is read into a new struct, as
 			// the generated code does: what the first set and the

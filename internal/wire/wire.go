@@ -196,7 +196,7 @@ type reader struct {
 }
 
 func (r *reader) ReadMessageBegin(context.Context) (string, thrift.TMessageType, int32, error) {
-	return r.hdr.name, r.hdr.typeID, r.hdr.seqID, nil
+	return r.hdr.name, thrift.CALL, 0, nil
 }
 
 func (r *reader) ReadMessageEnd(context.Context) error { return nil }
@@ -209,7 +209,7 @@ type writer struct {
 }
 
 func (w *writer) WriteMessageBegin(_ context.Context, _ string, typeID thrift.TMessageType, _ int32) error {
-	w.hdr.outType, w.hdr.written = typeID, true
+	w.hdr.outType = typeID
 	return nil
 }
 
@@ -267,7 +267,7 @@ func Put(c *Call) {
 // state from the broken call. A JSON call is never reused: the JSON
 // protocol buffers input it has not parsed and offers no way to reset it.
 func (c *Call) Reset() bool {
-	if c.kind == JSON {
+	if !c.Reusable() {
 		return false
 	}
 	c.buf.Reset(nil)
@@ -302,12 +302,12 @@ type Result struct {
 // error. It does not recover panics.
 func (c *Call) Run(ctx context.Context, fn thrift.TProcessorFunction, method string, args []byte) (Result, thrift.TException) {
 	c.buf.Reset(args)
-	c.hdr = header{name: method, typeID: thrift.CALL}
+	c.hdr = header{name: method}
 	_, err := fn.Process(ctx, 0, c.in, c.out)
 	if ferr := c.proto.Flush(ctx); ferr != nil && err == nil {
 		err = thrift.WrapTException(ferr)
 	}
-	if !c.hdr.written {
+	if c.hdr.outType == 0 {
 		return Result{}, err
 	}
 	return Result{Type: c.hdr.outType, Body: c.buf.Out}, err
@@ -355,16 +355,18 @@ func Decode(ctx context.Context, k Kind, b []byte, s thrift.TStruct) error {
 
 // Encode appends s, encoded with c's kind as a bare struct, to dst. It is
 // the package's Encode without the pool: a caller that encodes many structs
-// in a row keeps one Call for them. After an error, c must not be used again.
+// in a row keeps one Call for them. c's own output buffer, kept for its
+// next Run, is left as it was. After an error, c must not be used again.
 func (c *Call) Encode(ctx context.Context, dst []byte, s thrift.TStruct) ([]byte, error) {
 	c.buf.Reset(nil)
+	own := c.buf.Out
 	c.buf.Out = dst
 	err := s.Write(ctx, c.proto)
 	if err == nil {
 		err = c.proto.Flush(ctx)
 	}
 	out := c.buf.Out
-	c.buf.Out = nil
+	c.buf.Out = own
 	if err != nil {
 		return nil, err
 	}
