@@ -25,14 +25,10 @@ type framed struct {
 	trans *thrift.TFramedTransport
 	conf  *thrift.TConfiguration
 	seqID int32
-	frame []byte // the last reply's frame, for a caller that is done with it
-	// lists is the memory of the last reply's list of responses when its
-	// caller said it would be done with them by the next call.
-	lists wire.Scratch
+	// mem is the last reply's frame and list of responses when its caller
+	// said it would be done with them by the next call.
+	mem wire.Memory
 }
-
-// maxKeptFrame is the largest reply frame a framed keeps for the next call.
-const maxKeptFrame = 1 << 20
 
 // newFramed returns a framed caller when proto is the compact protocol over
 // a framed transport, and nil otherwise. conf bounds the replies it reads.
@@ -47,11 +43,11 @@ func newFramed(proto thrift.TProtocol, conf *thrift.TConfiguration) *framed {
 // call sends req and returns the server's BatchResponse, its BatchError, or
 // the error that ended the call. The replies are slices of the reply's
 // frame; with reuse, the caller will be done with the responses before its
-// next call, and their memory and the frame's buffer (up to maxKeptFrame)
-// serve that call too.
+// next call, and their memory and the frame's (see wire.Memory) serve that
+// call too.
 func (f *framed) call(ctx context.Context, req *batch.BatchRequest, reuse bool) (*batch.BatchResponse, error) {
 	const method = dispatcher.MethodName
-	f.lists.Reset() // the last caller that reused them is done with them
+	f.mem.Reset() // the last caller that reused it is done with it
 	f.seqID++
 	if err := wire.WriteFramed(ctx, f.proto, f.trans, method, thrift.CALL, f.seqID, &batch.BatchServiceExecuteBatchArgs{Request: req}); err != nil {
 		return nil, err
@@ -77,19 +73,14 @@ func (f *framed) call(ctx context.Context, req *batch.BatchRequest, reuse bool) 
 	case typeID != thrift.REPLY:
 		return nil, thrift.NewTApplicationException(thrift.INVALID_MESSAGE_TYPE_EXCEPTION, fmt.Sprintf("%s: invalid message type", method))
 	}
-	var dst []byte
-	if reuse {
-		dst = f.frame
-	}
-	frame := wire.ReadFrame(f.trans, dst)
-	if reuse && cap(frame) <= maxKeptFrame {
-		f.frame = frame
-	}
-	var result batch.BatchServiceExecuteBatchResult
+	var frame []byte
 	var lists *wire.Scratch
 	if reuse {
-		lists = &f.lists
+		frame, lists = f.mem.ReadFrame(f.trans), &f.mem.Lists
+	} else {
+		frame = wire.ReadFrame(f.trans, nil)
 	}
+	var result batch.BatchServiceExecuteBatchResult
 	if err := wire.DecodeBatchResult(frame, &result, f.conf, lists); err != nil {
 		return nil, err
 	}

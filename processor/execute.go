@@ -56,7 +56,7 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	// request's memory serves another batch once no call reads it.
 	defer func() {
 		if release() {
-			mem.put()
+			putMemory(mem)
 		}
 	}()
 	var terr thrift.TException
@@ -89,14 +89,13 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 // by conf, into mem. A list of more than maxCalls requests is read past
 // rather than kept, and its length returned as skipped, for execute to
 // refuse in its turn.
-func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int, mem *memory) (skipped int, err error) {
+func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int, mem *wire.Memory) (skipped int, err error) {
 	ft := wire.FramedCompact(in)
 	if ft == nil {
 		return 0, args.Read(ctx, in)
 	}
-	frame := wire.ReadFrame(ft, mem.frame)
-	mem.frame = frame
-	err = wire.DecodeBatchArgs(frame, args, conf, maxCalls, &mem.lists)
+	frame := mem.ReadFrame(ft)
+	err = wire.DecodeBatchArgs(frame, args, conf, maxCalls, &mem.Lists)
 	var tooMany *wire.TooManyCallsError
 	if errors.As(err, &tooMany) {
 		return tooMany.Calls, nil
@@ -108,31 +107,17 @@ func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchService
 	return 0, nil
 }
 
-// memory is what a batch's request is read into over the compact protocol
-// on a framed transport: its frame, and its lists of requests. A batch whose
-// calls have all returned hands it to the next (put), so that a server
-// running batch after batch reads them into the same memory.
-type memory struct {
-	frame []byte
-	lists wire.Scratch
-}
+// memories holds the wire.Memory of finished batches' requests: a batch
+// whose calls have all returned hands its memory to the next, so that a
+// server running batch after batch reads them into the same memory.
+var memories = sync.Pool{New: func() any { return new(wire.Memory) }}
 
-// memories holds the memory of finished batches.
-var memories = sync.Pool{New: func() any { return new(memory) }}
+func getMemory() *wire.Memory { return memories.Get().(*wire.Memory) }
 
-// maxKeptFrame is the largest frame a memory keeps for the next batch.
-const maxKeptFrame = 1 << 20
-
-func getMemory() *memory { return memories.Get().(*memory) }
-
-// put clears m, so that it keeps nothing of its batch reachable, and
+// putMemory resets m, so that it keeps nothing of its batch reachable, and
 // returns it to memories.
-func (m *memory) put() {
-	if cap(m.frame) > maxKeptFrame {
-		m.frame = nil
-	}
-	m.frame = m.frame[:0]
-	m.lists.Reset()
+func putMemory(m *wire.Memory) {
+	m.Reset()
 	memories.Put(m)
 }
 

@@ -39,6 +39,37 @@ func ReadFrame(t *thrift.TFramedTransport, dst []byte) []byte {
 	return frame[:read]
 }
 
+// Memory is what a message's frame is read into (ReadFrame) and its lists of
+// requests or responses decoded into (Lists), for a caller that reads
+// message after message: once done with one message's values, Reset makes
+// it ready for the next, which then allocates neither. It keeps a frame of
+// up to 1 MiB, and the lists' room as Scratch does. The zero value is ready.
+type Memory struct {
+	frame []byte
+	// Lists is the Scratch to decode the frame's message with.
+	Lists Scratch
+}
+
+// maxKeptFrame is the largest frame a Memory keeps across Reset.
+const maxKeptFrame = 1 << 20
+
+// ReadFrame reads the rest of t's current frame into m, as the package's
+// ReadFrame does, and returns it.
+func (m *Memory) ReadFrame(t *thrift.TFramedTransport) []byte {
+	m.frame = ReadFrame(t, m.frame)
+	return m.frame
+}
+
+// Reset makes m ready for another message, keeping nothing of the last one's
+// values reachable but the bytes of its frame, which are overwritten next.
+func (m *Memory) Reset() {
+	if cap(m.frame) > maxKeptFrame {
+		m.frame = nil
+	}
+	m.frame = m.frame[:0]
+	m.Lists.Reset()
+}
+
 // bodies holds the buffers WriteFramed encodes into; one that grew past
 // maxKeptBody is left to the collector rather than kept.
 var bodies sync.Pool
