@@ -212,7 +212,7 @@ type scratch struct {
 // calls; a larger batch's memory is left to the collector.
 var scratches sync.Pool
 
-const maxScratchCalls = 4096
+const maxScratchCalls = 1024
 
 // getScratch returns a scratch for a batch of n calls, zeroed but for the
 // Calls of earlier batches, which are ready for another Run.
