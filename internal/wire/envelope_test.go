@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -732,36 +733,13 @@ func TestDecodeBatchResultHandWritten(t *testing.T) {
 }
 
 // TestDecodeEnvelopesRefuseLyingCounts checks that a list count the input
-// cannot hold fails before the lists are made.
+// cannot hold fails before the lists are made. A count of 2^20+1, then 1
+// MiB of input: each element needs a byte, so the count is one more than
+// the input can hold, and only the check against the bytes left refuses it
+// (larger counts are refused earlier, for the MaxMessageSize their
+// elements would need).
 func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
-	// A count of 2^20+1, then 1 MiB of input: each element needs a byte,
-	// so the count is one more than the input can hold, and only the
-	// check against the bytes left refuses it (a count of 2^20 would pass
-	// and cost 8 MiB of pointers; larger counts are refused earlier, for
-	// the MaxMessageSize their elements would need).
-	tail := make([]byte, 1<<20)
-	for name, decode := range map[string]func([]byte) error{
-		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0, nil) },
-		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil, nil) },
-	} {
-		in := []byte{0x1c, 0x19, 0xfc, 0x81, 0x80, 0x40}
-		if name == "result" {
-			in = []byte{0x0c, 0x00, 0x19, 0xfc, 0x81, 0x80, 0x40}
-		}
-		in = append(in, tail...)
-		decode(in) // warm the pool
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		err := decode(in)
-		runtime.ReadMemStats(&after)
-		if err == nil {
-			t.Fatalf("%s: no error", name)
-		}
-		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
-			t.Errorf("%s: %d bytes allocated before failing", name, n)
-		}
-	}
+	allocBeforeFailing(t, []byte{0xfc, 0x81, 0x80, 0x40}, make([]byte, 1<<20), 64<<10)
 }
 
 // TestDecodeEnvelopesAllocateAsTheyRead checks a count the input could
@@ -770,28 +748,35 @@ func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 // the generated code makes them (8 MiB); the elements themselves only as
 // they are read, so one block of them.
 func TestDecodeEnvelopesAllocateAsTheyRead(t *testing.T) {
-	tail := bytes.Repeat([]byte{0xff}, 1<<20)
-	for name, decode := range map[string]func([]byte) error{
-		"args":   func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0, nil) },
-		"result": func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil, nil) },
+	allocBeforeFailing(t, []byte{0xfc, 0x80, 0x80, 0x40}, bytes.Repeat([]byte{0xff}, 1<<20), 8<<20+64<<10)
+}
+
+// allocBeforeFailing decodes, as an executeBatch call's body and as a
+// result's, a list of structs with the compact list header header (0xfc,
+// then the count as a varint) followed by tail, and fails t unless each
+// decode fails having allocated at most limit bytes.
+func allocBeforeFailing(t *testing.T, header, tail []byte, limit uint64) {
+	t.Helper()
+	for _, tc := range []struct {
+		name   string
+		prefix []byte // the fields that hold the list
+		decode func([]byte) error
+	}{
+		{"args", []byte{0x1c, 0x19}, func(b []byte) error { return DecodeBatchArgs(b, &batch.BatchServiceExecuteBatchArgs{}, nil, 0, nil) }},
+		{"result", []byte{0x0c, 0x00, 0x19}, func(b []byte) error { return DecodeBatchResult(b, &batch.BatchServiceExecuteBatchResult{}, nil, nil) }},
 	} {
-		// A list of 2^20 structs: 0xfc, then the count as a varint.
-		in := []byte{0x1c, 0x19, 0xfc, 0x80, 0x80, 0x40}
-		if name == "result" {
-			in = []byte{0x0c, 0x00, 0x19, 0xfc, 0x80, 0x80, 0x40}
-		}
-		in = append(in, tail...)
-		decode(in) // warm the pool
+		in := append(append(slices.Clone(tc.prefix), header...), tail...)
+		tc.decode(in) // warm the pool
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		err := decode(in)
+		err := tc.decode(in)
 		runtime.ReadMemStats(&after)
 		if err == nil {
-			t.Fatalf("%s: no error", name)
+			t.Fatalf("%s: no error", tc.name)
 		}
-		if n, limit := after.TotalAlloc-before.TotalAlloc, uint64(8<<20+64<<10); n > limit {
-			t.Errorf("%s: %d bytes allocated before failing, want at most %d", name, n, limit)
+		if n := after.TotalAlloc - before.TotalAlloc; n > limit {
+			t.Errorf("%s: %d bytes allocated before failing, want at most %d", tc.name, n, limit)
 		}
 	}
 }
