@@ -420,7 +420,10 @@ func (p *compact) ReadDouble(context.Context) (float64, error) {
 
 func (p *compact) ReadString(context.Context) (string, error) {
 	b, err := p.bytes()
-	return string(b), err
+	if err != nil {
+		return "", err
+	}
+	return p.b.substring(p.b.pos-len(b), p.b.pos), nil
 }
 
 func (p *compact) ReadBinary(context.Context) ([]byte, error) {

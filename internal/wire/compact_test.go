@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/apache/thrift/lib/go/thrift"
@@ -530,5 +532,55 @@ func TestCompactMethodsAreItsOwn(t *testing.T) {
 		if wantPromoted := name == "ReadByte" || name == "WriteByte"; promoted != wantPromoted {
 			t.Errorf("%s: promoted from the embedded library protocol %v, want %v", name, promoted, wantPromoted)
 		}
+	}
+}
+
+// TestStringsShareChunks checks what ReadString allocates: the strings that
+// start within stringChunk bytes of a chunk's start are substrings of that
+// chunk's copy, and a string that does not fit starts a new one, so a kept
+// string holds at most one chunk alive. It also checks that the strings are
+// copies: the input may serve other messages once they are read.
+func TestStringsShareChunks(t *testing.T) {
+	ctx := context.Background()
+	short := strings.Repeat("s", 20) // 21 bytes with its length: 24 fit a chunk, 25 do not
+	long := strings.Repeat("l", 2*stringChunk)
+	for _, tt := range []struct {
+		name   string
+		values []string
+		allocs float64
+	}{
+		{"100 short strings", slices.Repeat([]string{short}, 100), 5}, // ceil(100 / 24)
+		{"a long string between short ones", []string{short, long, short}, 3},
+		{"empty strings", slices.Repeat([]string{""}, 10), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out Buffer
+			w := newCompact(&out, &header{})
+			for _, s := range tt.values {
+				if err := w.WriteString(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			in := bytes.Clone(out.Out)
+			p, buf := ours(in)
+			got := make([]string, len(tt.values))
+			readAll := func() {
+				buf.Reset(in)
+				for i := range got {
+					s, err := p.ReadString(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[i] = s
+				}
+			}
+			if allocs := testing.AllocsPerRun(20, readAll); allocs != tt.allocs {
+				t.Errorf("reading %d strings allocated %v times, want %v", len(got), allocs, tt.allocs)
+			}
+			clear(in) // the strings must not read the input's memory
+			if !slices.Equal(got, tt.values) {
+				t.Errorf("read %q..., want %q...", got[0], tt.values[0])
+			}
+		})
 	}
 }

@@ -116,6 +116,11 @@ type Buffer struct {
 	pos int
 	// Out holds what has been written since the last Reset.
 	Out []byte
+
+	// str is a copy of in[strAt:strAt+len(str)], which the strings the
+	// compact protocol reads are substrings of (see substring).
+	str   string
+	strAt int
 }
 
 var _ thrift.TRichTransport = (*Buffer)(nil)
@@ -123,6 +128,33 @@ var _ thrift.TRichTransport = (*Buffer)(nil)
 // Reset makes in the bytes to read and empties Out, keeping its capacity.
 func (b *Buffer) Reset(in []byte) {
 	b.in, b.pos, b.Out = in, 0, b.Out[:0]
+	b.str, b.strAt = "", 0
+}
+
+// stringChunk is how many bytes of input substring copies at once.
+const stringChunk = 512
+
+// substring returns in[lo:hi] as a string. Rather than allocate every
+// string on its own, it copies the input from lo on in chunks of
+// stringChunk bytes (more for a longer string) and returns substrings of
+// the copy: the strings of a struct of a few hundred bytes, such as a
+// product's name, description and tags, then cost one allocation instead
+// of one each: decoding catalog products went from 9 allocations each to
+// 4, and from 0.83 to 0.63 µs (go test -bench 'SpreadDecode/calls=1000/loop'
+// -benchmem ./client, medians of 6 interleaved runs against the copy of
+// each string alone, which allocated 1.5% fewer bytes). What it costs: a
+// string kept from a decoded struct keeps its whole chunk alive, at most
+// stringChunk bytes of the input that followed its start, or itself when
+// longer.
+func (b *Buffer) substring(lo, hi int) string {
+	if lo == hi {
+		return "" // holds no chunk
+	}
+	if lo >= b.strAt && hi <= b.strAt+len(b.str) {
+		return b.str[lo-b.strAt : hi-b.strAt]
+	}
+	b.str, b.strAt = string(b.in[lo:min(len(b.in), max(hi, lo+stringChunk))]), lo
+	return b.str[:hi-lo]
 }
 
 // errShort is what reading past the input returns: io.EOF inside a
