@@ -162,32 +162,16 @@ func TestMedianOfOddAndEvenCounts(t *testing.T) {
 	}
 }
 
-// setCheck sets thrift.ServerConnectivityCheckInterval to d until b ends.
-// Benchmarks run one at a time, so none reads the global while another
-// changes it.
-func setCheck(b *testing.B, d time.Duration) {
-	b.Helper()
-	saved := thrift.ServerConnectivityCheckInterval
-	if err := checkinterval.Set(d); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := checkinterval.Set(saved); err != nil {
-			b.Error(err)
-		}
-	})
-}
-
 // benchServer serves the catalog, with no simulated latency and the
 // connectivity check at check, until b ends.
 func benchServer(b *testing.B, check time.Duration) *server {
 	b.Helper()
-	setCheck(b, check)
+	checkinterval.SetForTest(b, check)
 	s, err := startServer(0, framed)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { // before setCheck's: the server stops first
+	b.Cleanup(func() { // before SetForTest's: the server stops first
 		if err := s.stop(); err != nil {
 			b.Error(err)
 		}
@@ -293,7 +277,7 @@ func cpuTime(tb testing.TB) time.Duration {
 //
 //	go test -run XXX -bench StagesOfABatch -benchmem ./bench
 func BenchmarkStagesOfABatch(b *testing.B) {
-	setCheck(b, 0)
+	checkinterval.SetForTest(b, 0)
 	ctx := context.Background()
 	const n = 100
 	h := store.New(products, 0)

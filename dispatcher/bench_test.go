@@ -76,28 +76,12 @@ func (e *echoes) dispatch(size int) func() {
 	}
 }
 
-// setCheck sets thrift.ServerConnectivityCheckInterval for the rest of the
-// benchmark and puts it back at the end. With its default of 5 ms the
-// generated code starts a goroutine and a ticker for every call, which
-// dominates the cost of a trivial call and hides what is measured here.
-func setCheck(b *testing.B, d time.Duration) {
-	saved := thrift.ServerConnectivityCheckInterval
-	if err := checkinterval.Set(d); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := checkinterval.Set(saved); err != nil {
-			b.Error(err)
-		}
-	})
-}
-
 // BenchmarkBatchOfEchoes runs a batch of 1,000 trivial calls (echo) through
 // Dispatcher.Run, against the direct loop. The last sub-benchmark keeps the
 // library's connectivity check, for comparison.
 func BenchmarkBatchOfEchoes(b *testing.B) {
 	check := thrift.ServerConnectivityCheckInterval
-	setCheck(b, 0)
+	checkinterval.SetForTest(b, 0)
 	e := newEchoes(b, 1000)
 	b.Run("direct", func(b *testing.B) {
 		b.ReportAllocs()
@@ -114,7 +98,7 @@ func BenchmarkBatchOfEchoes(b *testing.B) {
 			name += fmt.Sprintf("/connectivity-check=%v", tc.interval)
 		}
 		b.Run(name, func(b *testing.B) {
-			setCheck(b, tc.interval)
+			checkinterval.SetForTest(b, tc.interval)
 			run := e.dispatch(tc.size)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -137,7 +121,7 @@ func BenchmarkBatchOfEchoes(b *testing.B) {
 //
 //	go test -run XXX -bench DispatcherAgainstDirect -benchtime 40x ./dispatcher
 func BenchmarkDispatcherAgainstDirect(b *testing.B) {
-	setCheck(b, 0)
+	checkinterval.SetForTest(b, 0)
 	const reps = 20
 	e := newEchoes(b, 1000)
 	ways := []func(){e.direct, e.direct, e.dispatch(1), e.dispatch(2)}

@@ -64,3 +64,26 @@ func await(limit time.Duration) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TB is the part of testing.TB that SetForTest uses.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Error(args ...any)
+	Cleanup(func())
+}
+
+// SetForTest sets the interval to d with Set for the rest of tb, failing tb
+// if Set fails, and sets back the value it had when tb cleans up.
+func SetForTest(tb TB, d time.Duration) {
+	tb.Helper()
+	saved := thrift.ServerConnectivityCheckInterval
+	if err := Set(d); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := Set(saved); err != nil {
+			tb.Error(err)
+		}
+	})
+}
