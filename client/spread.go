@@ -14,7 +14,11 @@ import (
 // instead of one. The first spreadProbe replies are decoded on the caller to
 // learn their cost; helpers are started only when what is left would keep
 // the caller and each of them busy for spreadMinWork. That pays for waking a
-// processor, and keeps batches of a few hundred quick replies on their
+// processor, which is slow when it was idle: on the 2-vCPU machine of
+// docs/BENCHMARKS.md a helper started after an idle pause ran 79 to 80 µs
+// later (medians; 90th percentiles 98 to 105 µs; go test -bench HelperStart
+// -benchtime 200x -count 3 ./client): it is a virtual machine whose idle
+// processors halt. It also keeps batches of a few hundred quick replies on their
 // caller: when the other processors are busy anyway, a helper adds only a
 // hand-off (16 clients sending batches of 100 getProduct calls, go run
 // ./bench -run throughput, three interleaved pairs of runs: 6 to 14% more

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,6 +206,34 @@ func BenchmarkSpreadDecode(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkHelperStart measures what a helper of spreadEach waits before it
+// runs when the process was idle just before (as a client is while its
+// batch is on the server): the time from go to the goroutine's first
+// instruction while the starting goroutine stays busy, so that the helper
+// needs another processor. The idle pause makes each sample a fresh wake of
+// that processor. It reports the median and 90th percentile over the runs.
+//
+//	go test -run XXX -bench HelperStart -benchtime 200x ./client
+func BenchmarkHelperStart(b *testing.B) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		b.Skip("needs two processors")
+	}
+	var waits []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		time.Sleep(6 * time.Millisecond)
+		b.StartTimer()
+		start := time.Now()
+		began := make(chan time.Time, 1)
+		go func() { began <- time.Now() }()
+		busy(500 * time.Microsecond)
+		waits = append(waits, (<-began).Sub(start))
+	}
+	slices.Sort(waits)
+	b.ReportMetric(float64(waits[len(waits)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(waits[len(waits)*9/10].Microseconds()), "p90-µs")
 }
 
 // TestSpreadEachGivesEveryGoroutineItsOwnState: each goroutine that takes
