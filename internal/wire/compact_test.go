@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/apache/thrift/lib/go/thrift"
 )
@@ -582,5 +583,42 @@ func TestStringsShareChunks(t *testing.T) {
 				t.Errorf("read %q..., want %q...", got[0], tt.values[0])
 			}
 		})
+	}
+}
+
+// TestSubstringCopiesAtMostTwiceTheInput reads strings laid out at random,
+// as a decoder meets them (in order, each after the last), and checks that
+// every string is right and that the chunks copied total at most twice the
+// input: the bound substring's comment promises whatever the layout.
+func TestSubstringCopiesAtMostTwiceTheInput(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for round := range 200 {
+		in := make([]byte, 1+r.IntN(8*stringChunk))
+		for i := range in {
+			in[i] = byte(r.Uint32())
+		}
+		var b Buffer
+		b.Reset(in)
+		// Dense short strings in half the rounds, sparse long ones (some
+		// crossing chunk ends) in the others.
+		maxLen, maxGap := 32, 8
+		if round%2 == 1 {
+			maxLen, maxGap = 3*stringChunk/2, stringChunk
+		}
+		copied := 0
+		for lo := r.IntN(4); lo < len(in); {
+			n := min(len(in)-lo, r.IntN(maxLen))
+			before := b.str
+			if got := b.substring(lo, lo+n); got != string(in[lo:lo+n]) {
+				t.Fatalf("round %d: substring(%d, %d) is not the input's bytes", round, lo, lo+n)
+			}
+			if unsafe.StringData(b.str) != unsafe.StringData(before) {
+				copied += len(b.str)
+			}
+			lo += n + r.IntN(maxGap) // the bytes between: other fields
+		}
+		if copied > 2*len(in) {
+			t.Fatalf("round %d: copied %d bytes of an input of %d", round, copied, len(in))
+		}
 	}
 }

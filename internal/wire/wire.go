@@ -145,7 +145,9 @@ const stringChunk = 512
 // each string alone, which allocated 1.5% fewer bytes). What it costs: a
 // string kept from a decoded struct keeps its whole chunk alive, at most
 // stringChunk bytes of the input that followed its start, or itself when
-// longer.
+// longer. A chunk starts only where a string does not fit the last one, so
+// no input byte is in more than two chunks: the copies of one input never
+// total more than twice its size, however its strings are laid out.
 func (b *Buffer) substring(lo, hi int) string {
 	if lo == hi {
 		return "" // holds no chunk
