@@ -545,6 +545,10 @@ func TestStringsShareChunks(t *testing.T) {
 	ctx := context.Background()
 	short := strings.Repeat("s", 20) // 21 bytes with its length: 24 fit a chunk, 25 do not
 	long := strings.Repeat("l", 2*stringChunk)
+	// The chunk begins at short's first byte, 1; the next string's two
+	// bytes of length put its first at 23: 490 bytes end the chunk
+	// exactly, 491 go one past it.
+	fits, past := strings.Repeat("f", stringChunk-22), strings.Repeat("p", stringChunk-21)
 	for _, tt := range []struct {
 		name   string
 		values []string
@@ -552,6 +556,8 @@ func TestStringsShareChunks(t *testing.T) {
 	}{
 		{"100 short strings", slices.Repeat([]string{short}, 100), 5}, // ceil(100 / 24)
 		{"a long string between short ones", []string{short, long, short}, 3},
+		{"a string that ends the chunk", []string{short, fits}, 1},
+		{"a string one byte past the chunk", []string{short, past}, 2},
 		{"empty strings", slices.Repeat([]string{""}, 10), 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -620,5 +626,24 @@ func TestSubstringCopiesAtMostTwiceTheInput(t *testing.T) {
 		if copied > 2*len(in) {
 			t.Fatalf("round %d: copied %d bytes of an input of %d", round, copied, len(in))
 		}
+	}
+
+	// The layout that comes closest: a 1-byte string, then one that
+	// starts in its chunk and ends just past it, and again.
+	in := make([]byte, 100*(stringChunk+1))
+	var b Buffer
+	b.Reset(in)
+	copied := 0
+	for lo := 0; lo+stringChunk+1 <= len(in); lo += stringChunk + 1 {
+		for _, r := range [][2]int{{lo, lo + 1}, {lo + 1, lo + stringChunk + 1}} {
+			before := b.str
+			b.substring(r[0], r[1])
+			if unsafe.StringData(b.str) != unsafe.StringData(before) {
+				copied += len(b.str)
+			}
+		}
+	}
+	if ratio := float64(copied) / float64(len(in)); ratio > 2 || ratio < 1.9 {
+		t.Errorf("the closest layout copied %.3f times its input, want between 1.9 and 2", ratio)
 	}
 }

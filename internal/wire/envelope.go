@@ -550,7 +550,11 @@ func readBatchError(ctx context.Context, p *compact, e *batch.BatchError) error 
 			v, err = p.ReadI32(ctx)
 			e.Code = batch.BatchErrorCode(v)
 		case id == 2 && t == thrift.STRING:
-			e.Message, err = p.ReadString(ctx)
+			// Its own copy, not a substring of a chunk of the frame
+			// (see Buffer.substring): the error may outlive the frame
+			// by long.
+			var none string
+			e.Message, err = readString(p, &none)
 		default:
 			return false, nil
 		}

@@ -143,11 +143,13 @@ const stringChunk = 512
 // 4, and from 0.83 to 0.63 µs (go test -bench 'SpreadDecode/calls=1000/loop'
 // -benchmem ./client, medians of 6 interleaved runs against the copy of
 // each string alone, which allocated 1.5% fewer bytes). What it costs: a
-// string kept from a decoded struct keeps its whole chunk alive, at most
-// stringChunk bytes of the input that followed its start, or itself when
-// longer. A chunk starts only where a string does not fit the last one, so
-// no input byte is in more than two chunks: the copies of one input never
-// total more than twice its size, however its strings are laid out.
+// string kept from a decoded struct keeps its whole chunk alive: up to
+// stringChunk bytes of the input (or the string alone, when longer) from
+// the start of the string that began the chunk, neighbouring fields of
+// any type included. A chunk begins only where a string does not fit the
+// last one, and the compact protocol reads strings in order (lo at or
+// after the last hi since Reset), so no input byte is in more than two
+// chunks: the copies of one input never total more than twice its size.
 func (b *Buffer) substring(lo, hi int) string {
 	if lo == hi {
 		return "" // holds no chunk
