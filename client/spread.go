@@ -13,14 +13,17 @@ import (
 // independent byte slices, so a large batch decodes on every processor
 // instead of one. The first spreadProbe replies are decoded on the caller to
 // learn their cost; helpers are started only when what is left would keep
-// the caller and each of them busy for spreadMinWork. That pays for waking a
-// processor, which is slow when it was idle: on the 2-vCPU machine of
-// docs/BENCHMARKS.md a helper started after an idle pause ran 79 to 80 µs
-// later (medians; 90th percentiles 98 to 105 µs; go test -bench HelperStart
-// -benchtime 200x -count 3 ./client): it is a virtual machine whose idle
-// processors halt. It also keeps batches of a few hundred quick replies on their
-// caller: when the other processors are busy anyway, a helper adds only a
-// hand-off (16 clients sending batches of 100 getProduct calls, go run
+// the caller and each of them busy for spreadMinWork. That pays for the
+// helper's late start: on the 2-vCPU machine of docs/BENCHMARKS.md a helper
+// started while its caller stays busy ran 100 to 103 µs later after an idle
+// pause and 74 to 75 µs later without one (medians; go test -bench
+// HelperStart -benchtime 200x -count 3 ./client). It waits in the caller's
+// next-to-run slot, which another processor takes only after a back-off of
+// the runtime's (a 3 µs sleep that the kernel's timer slack, 50 µs here,
+// stretches); pushed out of it by a second goroutine, it waited 24 to 41
+// µs. The threshold also keeps batches of a few hundred quick replies on
+// their caller: when the other processors are busy anyway, a helper adds
+// only a hand-off (16 clients sending batches of 100 getProduct calls, go run
 // ./bench -run throughput, three interleaved pairs of runs: 6 to 14% more
 // calls/s with no helpers than with spreadMinWork at 100 µs, which started
 // one whenever load made the probe slow).

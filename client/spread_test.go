@@ -209,31 +209,62 @@ func BenchmarkSpreadDecode(b *testing.B) {
 }
 
 // BenchmarkHelperStart measures what a helper of spreadEach waits before it
-// runs when the process was idle just before (as a client is while its
-// batch is on the server): the time from go to the goroutine's first
-// instruction while the starting goroutine stays busy, so that the helper
-// needs another processor. The idle pause makes each sample a fresh wake of
-// that processor. It reports the median and 90th percentile over the runs.
+// runs: the time from go to the goroutine's first instruction while the
+// starting goroutine stays busy for 500 µs, so that the helper needs
+// another processor. Three ways:
+//
+//   - idle: after a 6 ms pause, as a client's process is idle while its
+//     batch is on the server, and the helper alone, as spreadEach starts
+//     one: it waits in the starting processor's next-to-run slot, which
+//     another processor takes only after a pause of its own (the
+//     runtime's 3 µs usleep, which the kernel's timer slack stretches);
+//   - idle, pushed: the same, but a second goroutine started right after
+//     the helper pushes it into the run queue, which another processor
+//     takes without that pause;
+//   - warm: the helper alone, with no pause since the last sample.
+//
+// Each reports the median and 90th percentile of the waits, and how many
+// helpers never ran elsewhere (their wait is the whole 500 µs).
 //
 //	go test -run XXX -bench HelperStart -benchtime 200x ./client
 func BenchmarkHelperStart(b *testing.B) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		b.Skip("needs two processors")
 	}
-	var waits []time.Duration
-	for b.Loop() {
-		b.StopTimer()
-		time.Sleep(6 * time.Millisecond)
-		b.StartTimer()
-		start := time.Now()
-		began := make(chan time.Time, 1)
-		go func() { began <- time.Now() }()
-		busy(500 * time.Microsecond)
-		waits = append(waits, (<-began).Sub(start))
+	const work = 500 * time.Microsecond
+	for _, w := range []struct {
+		name         string
+		pause        time.Duration
+		pushedBehind bool
+	}{
+		{"idle", 6 * time.Millisecond, false},
+		{"idle_pushed", 6 * time.Millisecond, true},
+		{"warm", 0, false},
+	} {
+		b.Run(w.name, func(b *testing.B) {
+			var waits []time.Duration
+			late := 0
+			for b.Loop() {
+				time.Sleep(w.pause)
+				start := time.Now()
+				began := make(chan time.Time, 1)
+				go func() { began <- time.Now() }()
+				if w.pushedBehind {
+					go func() {}()
+				}
+				busy(work)
+				wait := (<-began).Sub(start)
+				if wait >= work {
+					late++
+				}
+				waits = append(waits, wait)
+			}
+			slices.Sort(waits)
+			b.ReportMetric(float64(waits[len(waits)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(waits[len(waits)*9/10].Microseconds()), "p90-µs")
+			b.ReportMetric(float64(late), "never-moved")
+		})
 	}
-	slices.Sort(waits)
-	b.ReportMetric(float64(waits[len(waits)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(waits[len(waits)*9/10].Microseconds()), "p90-µs")
 }
 
 // TestSpreadEachGivesEveryGoroutineItsOwnState: each goroutine that takes
