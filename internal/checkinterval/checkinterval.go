@@ -65,7 +65,9 @@ func await(limit time.Duration) error {
 	}
 }
 
-// TB is the part of testing.TB that SetForTest uses.
+// TB is the part of testing.TB that SetForTest uses: an interface of its
+// own, so that the bench command, which imports this package, does not link
+// package testing.
 type TB interface {
 	Helper()
 	Fatal(args ...any)
@@ -74,7 +76,9 @@ type TB interface {
 }
 
 // SetForTest sets the interval to d with Set for the rest of tb, failing tb
-// if Set fails, and sets back the value it had when tb cleans up.
+// if Set fails, and sets back the value it had when tb cleans up. As for
+// Set, no call may be in flight, then or at the clean-up; setting 0 either
+// way may wait up to Timeout for the watchers of earlier calls.
 func SetForTest(tb TB, d time.Duration) {
 	tb.Helper()
 	saved := thrift.ServerConnectivityCheckInterval
