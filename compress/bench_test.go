@@ -4,11 +4,14 @@ import (
 	"bytes"
 	stdzlib "compress/zlib"
 	"context"
+	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"testing"
 
 	"github.com/apache/thrift/lib/go/thrift"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
@@ -188,4 +191,43 @@ func BenchmarkEncodeParallel(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkEncoderMemory reports the heap that New's zstd encoder keeps
+// after compressing one payload of each size at two levels: the figures New's
+// comment quotes. Each sub-benchmark builds a fresh Codecs per iteration and
+// reports the mean growth of the heap in use, after a collection, between
+// before New and after its first Encode, while the Codecs is still alive.
+//
+//	go test -run XXX -bench EncoderMemory -benchtime 5x ./compress
+func BenchmarkEncoderMemory(b *testing.B) {
+	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault} {
+		for _, size := range []int{17 << 10, 200 << 10} {
+			payload := thriftPayload(b, size)
+			b.Run(fmt.Sprintf("%v/%dKiB", level, size>>10), func(b *testing.B) {
+				var grown int64
+				for b.Loop() {
+					before := heapInUse()
+					c, err := compress.New(compress.WithZstdLevel(level))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := c.Encode(batch.Codec_ZSTD, nil, payload); err != nil {
+						b.Fatal(err)
+					}
+					grown += int64(heapInUse()) - int64(before)
+					runtime.KeepAlive(c)
+				}
+				b.ReportMetric(float64(grown)/float64(b.N)/(1<<20), "MiB-kept")
+			})
+		}
+	}
+}
+
+// heapInUse returns the bytes of heap in use after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }

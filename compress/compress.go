@@ -44,8 +44,10 @@ var (
 	ErrCorrupt = errors.New("compress: corrupt payload")
 )
 
-// Supported lists the codecs this package implements, in the order a server
-// prefers them when a client accepts several: zstd, s2, snappy, gzip, zlib.
+// Supported lists the codecs this package implements: zstd, s2, snappy,
+// gzip, zlib. In this order it is package client's default acceptCodecs, its
+// order of preference; a server answers with the first codec of the
+// client's list that it implements (Choose).
 var Supported = []batch.Codec{batch.Codec_ZSTD, batch.Codec_S2, batch.Codec_SNAPPY, batch.Codec_GZIP, batch.Codec_ZLIB}
 
 // Codecs holds the encoders and decoders for every supported codec. It is safe
@@ -87,11 +89,12 @@ func WithMaxDecodedSize(n int) Option {
 }
 
 // WithZstdLevel sets the zstd encoder level. The default is
-// zstd.SpeedFastest: on a batch of 1,000 catalog replies (go run ./bench
-// -run codecs, across this project's runs) it made output 1.26 times the size
-// of the standard library's zlib at its default level, 4.6 to 5.9 times as
-// fast; zstd.SpeedDefault made 1.12 times the size, 3.2 to 4.0 times as fast;
-// zstd.SpeedBetterCompression 1.06 times the size, 2.2 to 2.8 times as fast.
+// zstd.SpeedFastest: on a batch of 1,000 catalog replies (two full runs of
+// go run ./bench at 1b18805, docs/BENCHMARKS.md) it made output 1.26 times
+// the size of the standard library's zlib at its default level, 4.82 and
+// 6.21 times as fast; zstd.SpeedDefault 1.12 times the size, 4.22 and 5.29
+// times as fast; zstd.SpeedBetterCompression 1.06 times the size, 3.05 and
+// 3.82 times as fast.
 func WithZstdLevel(l zstd.EncoderLevel) Option {
 	return func(c *config) { c.zstdLevel = l }
 }
@@ -108,8 +111,10 @@ func WithGzipLevel(level int) Option {
 // more zstd encoders as concurrent batches need them, up to GOMAXPROCS, so
 // that compression runs on every processor. An encoder keeps the buffers of
 // the largest payload it has compressed: 0.6 MiB after a 17 KiB payload and
-// 8.6 MiB after 200 KiB at the default level, 1.6 and 17.6 MiB at
-// zstd.SpeedDefault. Build one per server, not per batch.
+// 8.7 MiB after 200 KiB at the default level, 1.6 and 17.8 MiB at
+// zstd.SpeedDefault (go test -run XXX -bench EncoderMemory -benchtime 5x
+// ./compress). Build one per server, or per client connection, not per
+// batch.
 func New(opts ...Option) (*Codecs, error) {
 	cfg := config{
 		maxDecoded: DefaultMaxDecodedSize,

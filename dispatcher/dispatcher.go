@@ -132,12 +132,13 @@ func IsBatchMethod(name string) bool {
 // call with UNKNOWN_METHOD and runs nothing, and a call of executeBatch
 // itself fails the whole batch with a *batch.BatchError (NESTED_BATCH). Run
 // also returns a *batch.BatchError (SHUTTING_DOWN) once the pool is closing,
-// and an error wrapping wire.ErrUnknownProtocol when the batch's protocol is
-// not binary, compact or JSON.
+// and an error when the batch's protocol is not binary, compact or JSON.
 //
 // Calls still running when ctx is done answer with the CALL_DEADLINE_EXCEEDED
-// or CALL_CANCELED error and Run returns at once; their handlers see ctx done
-// and their late results are discarded. A handler panic answers its call with
+// or CALL_CANCELED error and Run returns at once, unless the pool is running
+// the batch's calls on Run's own goroutine (its CallerRuns policy, when no
+// worker was free): then Run returns once the call in hand does. Their
+// handlers see ctx done and their late results are discarded. A handler panic answers its call with
 // INTERNAL_ERROR, and its value and stack go to the log only.
 //
 // It is RunHeld with each reply copied out, all of a batch's replies into

@@ -34,11 +34,15 @@ import (
 
 // Defaults for the options of New.
 const (
-	DefaultSize     = 1024
-	DefaultExpiry   = 10 * time.Second
-	DefaultRampUp   = 20 * time.Microsecond
-	minWaitInterval = 50 * time.Microsecond
-	maxWaitInterval = time.Millisecond
+	// DefaultSize is the most workers (WithSize).
+	DefaultSize = 1024
+	// DefaultExpiry is how long an idle worker lives (WithExpiry).
+	DefaultExpiry = 10 * time.Second
+	// DefaultRampUp is the step at which a batch adds helpers (WithRampUp).
+	DefaultRampUp = 20 * time.Microsecond
+
+	minWaitInterval = 50 * time.Microsecond // the first retry of a Wait batch's hand-off
+	maxWaitInterval = time.Millisecond      // and the longest pause between retries
 )
 
 // ErrClosed is returned by Run after Close has begun.

@@ -15,16 +15,27 @@ import (
 
 // Defaults of the options. Each option's doc says what zero means.
 const (
-	DefaultMaxCalls             = 10_000
-	DefaultMaxRequestBytes      = 64 << 20
+	// DefaultMaxCalls is the most calls in one batch (WithMaxCalls).
+	DefaultMaxCalls = 10_000
+	// DefaultMaxRequestBytes is the most bytes of a batch's method names
+	// and arguments, or of its compressedRequests (WithMaxRequestBytes).
+	DefaultMaxRequestBytes = 64 << 20
+	// DefaultMaxDecompressedBytes is the most bytes compressedRequests may
+	// decompress to (WithMaxDecompressedBytes).
 	DefaultMaxDecompressedBytes = 64 << 20
 	// DefaultMaxResponseBytes stays under TFramedTransport's default frame
 	// limit of 16,384,000 bytes, which since Thrift 0.25 refuses to send
 	// larger frames too, with room for the message header.
-	DefaultMaxResponseBytes  = 16_000_000
+	DefaultMaxResponseBytes = 16_000_000
+	// DefaultCompressThreshold is the encoded size from which responses
+	// are compressed (WithCompressThreshold).
 	DefaultCompressThreshold = 1024
-	DefaultMaxTimeout        = 60 * time.Second
-	DefaultDisconnectCheck   = 5 * time.Millisecond
+	// DefaultMaxTimeout is the ceiling of a batch's deadline
+	// (WithMaxTimeout).
+	DefaultMaxTimeout = 60 * time.Second
+	// DefaultDisconnectCheck is how often a batch checks its client is
+	// still there (WithDisconnectCheck).
+	DefaultDisconnectCheck = 5 * time.Millisecond
 )
 
 type config struct {
@@ -120,7 +131,8 @@ func WithWorkerExpiry(d time.Duration) Option { return poolOption(pool.WithExpir
 // WithOverloadPolicy sets what a batch does when every worker is busy:
 // pool.CallerRuns (the default) runs its calls on the connection's own
 // goroutine, pool.Wait waits for a worker within the batch deadline, and
-// pool.Reject answers the calls it cannot start with CALL_OVERLOADED.
+// pool.Reject answers the calls it cannot start with CALL_OVERLOADED. Any
+// other value makes New return an error.
 func WithOverloadPolicy(p pool.Policy) Option { return poolOption(pool.WithPolicy(p)) }
 
 func poolOption(o pool.Option) Option {

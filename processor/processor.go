@@ -66,7 +66,12 @@ type muxFunctions struct {
 var _ thrift.TProcessor = (*Processor)(nil)
 
 // New wraps inner. It returns an error for an invalid option. Unless WithPool
-// is given, it starts a worker pool of its own, which Close releases.
+// is given, it starts a worker pool of its own (ants, with two goroutines of
+// its own that purge idle workers and keep its clock), which Close releases.
+// Its codecs (compress.New) start with one zstd encoder and decoder, whose
+// buffers grow with the largest payload they handle (8.7 MiB for the
+// encoder after 200 KiB), and add encoders, up to GOMAXPROCS, as concurrent
+// batches compress.
 func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 	if inner == nil {
 		return nil, errors.New("processor: nil inner processor")
@@ -169,7 +174,8 @@ func (p *Processor) SetMaxConcurrency(n int) error {
 
 // Process serves one message: executeBatch (alone, or as "Service:executeBatch"
 // under a multiplexed client) itself, anything else through the wrapped
-// processor unchanged. Telling the two apart costs one string comparison.
+// processor unchanged. Telling the two apart costs a comparison of the name
+// with executeBatch and a look at its end (dispatcher.IsBatchMethod).
 func (p *Processor) Process(ctx context.Context, in, out thrift.TProtocol) (bool, thrift.TException) {
 	name, typeID, seqID, err := in.ReadMessageBegin(ctx)
 	if err != nil {
