@@ -207,9 +207,11 @@ func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTime
 // each interval the batch is still running. It applies while
 // thrift.ServerConnectivityCheckInterval is 0; above 0, the batch is checked
 // at that interval instead, as the generated code checks each call sent
-// alone (and the generated code of each batched call still checks once per
-// call). The default is DefaultDisconnectCheck (5 ms); 0 turns the check
-// off while the library's is off too.
+// alone. (The generated code of each batched call then also starts its own
+// watcher, at that cost, but it polls the in-memory transport the call runs
+// on, which is always open: only this check sees the client go.) The
+// default is DefaultDisconnectCheck (5 ms); 0 turns the check off while the
+// library's is off too.
 func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
 
 // WithAllowMethods lets only the named methods into batches (names as the
