@@ -445,15 +445,17 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 		}
 		var inner batch.BatchRequest
 		var tooMany *wire.TooManyCallsError
-		if err := p.decodeRequests(ctx, kind, raw, &inner); errors.As(err, &tooMany) {
-			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", tooMany.Calls, p.cfg.maxCalls)
-		} else if err != nil {
+		switch err := p.decodeRequests(ctx, kind, raw, &inner); {
+		case errors.As(err, &tooMany):
+			calls = tooMany.Calls // refused below, as the same calls sent plain are
+		case err != nil:
 			return nil, 0, batchError(batch.BatchErrorCode_CORRUPT_PAYLOAD, "compressedRequests decompressed (%d bytes) but is not a %v-encoded BatchRequest: %v", len(raw), kind, err)
+		default:
+			// The calls' arguments may be slices of raw, which can be
+			// far larger than they are (unknown fields): keep only them.
+			detach(&inner, len(raw))
+			requests, calls = inner.Requests, len(inner.Requests)
 		}
-		// The calls' arguments may be slices of raw, which can be far
-		// larger than they are (unknown fields): keep only them.
-		detach(&inner, len(raw))
-		requests, calls = inner.Requests, len(inner.Requests)
 	}
 	if p.cfg.maxCalls > 0 && calls > p.cfg.maxCalls {
 		return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_CALLS, "batch has %d calls, the limit is %d", calls, p.cfg.maxCalls)
