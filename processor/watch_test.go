@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/apache/thrift/lib/go/thrift"
+
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 )
 
 // switchable is a transport whose IsOpen the test decides, counting the
@@ -34,20 +36,10 @@ func newSwitchable() *switchable {
 	return s
 }
 
-// waitFor polls cond every millisecond for up to 5 s.
-func waitFor(cond func() bool) bool {
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
-}
-
 func TestWatchChecksEveryIntervalWhileTheClientStays(t *testing.T) {
 	trans := newSwitchable()
 	ctx, stop := watch(context.Background(), trans, time.Millisecond)
-	if !waitFor(func() bool { return trans.checks.Load() >= 3 }) {
+	if !poll.Until(5*time.Second, func() bool { return trans.checks.Load() >= 3 }) {
 		t.Fatalf("%d checks in 5 s at an interval of 1 ms, want 3 at least", trans.checks.Load())
 	}
 	if err := ctx.Err(); err != nil {
@@ -72,7 +64,7 @@ func TestWatchCancelsWithErrClientGoneWhenTheClientLeaves(t *testing.T) {
 	defer stop()
 	// Some checks pass first, so that the one that fails is a re-armed
 	// timer's and not the first.
-	if !waitFor(func() bool { return trans.checks.Load() >= 2 }) {
+	if !poll.Until(5*time.Second, func() bool { return trans.checks.Load() >= 2 }) {
 		t.Fatalf("%d checks in 5 s at an interval of 1 ms, want 2 at least", trans.checks.Load())
 	}
 	trans.open.Store(false)
@@ -95,7 +87,7 @@ func TestWatchStoppedDuringACheckChecksNoMore(t *testing.T) {
 	trans := newSwitchable()
 	trans.hold = make(chan struct{})
 	_, stop := watch(context.Background(), trans, time.Millisecond)
-	if !waitFor(func() bool { return trans.checks.Load() == 1 }) {
+	if !poll.Until(5*time.Second, func() bool { return trans.checks.Load() == 1 }) {
 		t.Fatal("no check began within 5 s at an interval of 1 ms")
 	}
 	stop() // while the first check is in IsOpen
