@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
 	"github.com/thriftbatch/thriftbatch/internal/checkinterval"
+	"github.com/thriftbatch/thriftbatch/internal/cputime"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"go.uber.org/goleak"
@@ -233,7 +233,7 @@ func BenchmarkManyClients(b *testing.B) {
 	defer open.Close()
 	var left atomic.Int64
 	left.Store(int64(b.N))
-	cpu := cpuTime(b)
+	cpu := cputime.Process()
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for i, c := range cs {
@@ -251,16 +251,7 @@ func BenchmarkManyClients(b *testing.B) {
 	b.StopTimer()
 	n := float64(b.N * calls)
 	b.ReportMetric(n/b.Elapsed().Seconds(), "calls/s")
-	b.ReportMetric(float64(cpuTime(b)-cpu)/n, "cpu-ns/call")
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(cputime.Process()-cpu)/n, "cpu-ns/call")
 }
 
 // BenchmarkStagesOfABatch times, in memory and one at a time, the steps a

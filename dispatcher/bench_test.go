@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/dispatcher"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
 	"github.com/thriftbatch/thriftbatch/internal/checkinterval"
+	"github.com/thriftbatch/thriftbatch/internal/cputime"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
@@ -136,11 +136,11 @@ func BenchmarkDispatcherAgainstDirect(b *testing.B) {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, k := range order {
 			runtime.GC()
-			c0, w0 := cpuTime(b), time.Now()
+			c0, w0 := cputime.Process(), time.Now()
 			for range reps {
 				ways[k]()
 			}
-			wall[k], cpu[k] = time.Since(w0), cpuTime(b)-c0
+			wall[k], cpu[k] = time.Since(w0), cputime.Process()-c0
 		}
 		control = append(control, float64(wall[1])/float64(wall[0]))
 		cpu1 = append(cpu1, float64(cpu[2])/float64(cpu[0]))
@@ -149,15 +149,6 @@ func BenchmarkDispatcherAgainstDirect(b *testing.B) {
 	b.ReportMetric(median(control), "direct/direct")
 	b.ReportMetric(median(cpu1), "cpu-pool1/direct")
 	b.ReportMetric(median(wall2), "wall-pool2/direct")
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // median returns the middle of xs, or the mean of the two middle values.
