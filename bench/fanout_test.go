@@ -97,6 +97,7 @@ type stampedCatalog struct {
 	firstStart, lastStart, firstWake, lastWake, lastReturn atomic.Int64
 }
 
+// now returns the nanoseconds since h.epoch.
 func (h *stampedCatalog) now() int64 { return int64(time.Since(h.epoch)) }
 
 // reset forgets the stamps of the last batch.
@@ -109,6 +110,8 @@ func (h *stampedCatalog) reset() {
 	}
 }
 
+// GetProduct waits h.latency, or until ctx ends, then returns product id,
+// stamping the wait's start and end and the return.
 func (h *stampedCatalog) GetProduct(ctx context.Context, id int64) (*catalog.Product, error) {
 	start := h.now()
 	lower(&h.firstStart, start)
