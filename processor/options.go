@@ -211,12 +211,11 @@ func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTime
 // watcher, at that cost, but it polls the in-memory transport the call runs
 // on, which is always open: only this check sees the client go.) The
 // default is DefaultDisconnectCheck (5 ms); 0 turns the check off while the
-// library's is off too. Off does not make batches faster when their calls
-// wait on Go timers in an otherwise idle process: the check's timer, armed
-// before the first call, times the runtime's idle sleep, and the calls'
-// timers fired within about 0.2 ms of their time; without it they fired
-// about 0.7 ms late, and a batch of 256 calls waiting 5 ms each took 0.3 to
-// 0.6 ms longer (go test -run XXX -bench FanoutPhases ./bench).
+// library's is off too. Turning it off saves that timer but need not make
+// batches faster: on Linux with Go 1.26, a batch of 256 calls each waiting
+// 5 ms on a Go timer, in an otherwise idle process, took 0.2 to 0.6 ms
+// longer without it (go test -run XXX -bench FanoutPhases ./bench; why, in
+// docs/BENCHMARKS.md).
 func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
 
 // WithAllowMethods lets only the named methods into batches (names as the
