@@ -213,7 +213,7 @@ func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTime
 // default is DefaultDisconnectCheck (5 ms); 0 turns the check off while the
 // library's is off too. Turning it off saves that timer but need not make
 // batches faster: on Linux with Go 1.26, a batch of 256 calls each waiting
-// 5 ms on a Go timer, in an otherwise idle process, took 0.2 to 0.6 ms
+// 5 ms on a Go timer, in an otherwise idle process, took 0.3 to 0.6 ms
 // longer without it (go test -run XXX -bench FanoutPhases ./bench; why, in
 // docs/BENCHMARKS.md).
 func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
