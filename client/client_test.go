@@ -28,6 +28,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) }
 type svc struct {
 	notes   atomic.Int64
 	batches atomic.Int64 // executeBatch calls seen, counted by middleware
+
+	// sleepy's calls: how many are running, the most that ran at once, and
+	// their tags in the order they started.
+	sleeping, mostAsleep atomic.Int64
+	mu                   sync.Mutex
+	tags                 []int64
 }
 
 func (*svc) Echo(_ context.Context, s string) (string, error) { return s, nil }
@@ -37,7 +43,14 @@ func (*svc) Divide(_ context.Context, a, b int32) (int32, error) {
 	}
 	return a / b, nil
 }
-func (*svc) Sleepy(ctx context.Context, ms int32, tag int64) (int64, error) {
+func (s *svc) Sleepy(ctx context.Context, ms int32, tag int64) (int64, error) {
+	n := s.sleeping.Add(1)
+	defer s.sleeping.Add(-1)
+	for most := s.mostAsleep.Load(); n > most && !s.mostAsleep.CompareAndSwap(most, n); most = s.mostAsleep.Load() {
+	}
+	s.mu.Lock()
+	s.tags = append(s.tags, tag)
+	s.mu.Unlock()
 	select {
 	case <-time.After(time.Duration(ms) * time.Millisecond):
 		return tag, nil
@@ -68,6 +81,13 @@ func (d dialer) auto(ctx context.Context) (*client.Client, error) { return d(ctx
 // start serves h on loopback with the compact protocol over framed
 // transport and returns a dialer for it.
 func start(t testing.TB, h *svc, opts ...processor.Option) dialer {
+	t.Helper()
+	dial, _ := startAt(t, h, opts...)
+	return dial
+}
+
+// startAt is start, and also returns the server's address.
+func startAt(t testing.TB, h *svc, opts ...processor.Option) (dialer, string) {
 	t.Helper()
 	inner := thrift.WrapProcessor(testsvc.NewTestProcessor(h))
 	p, err := processor.New(inner, opts...)
@@ -109,11 +129,11 @@ func start(t testing.TB, h *svc, opts ...processor.Option) dialer {
 	})
 	addr := sock.Addr().String()
 	return func(ctx context.Context, opts ...client.Option) (*client.Client, error) {
-		trans := thrift.NewTFramedTransportConf(thrift.NewTSocketConf(addr, &thrift.TConfiguration{ConnectTimeout: 5 * time.Second, SocketTimeout: 30 * time.Second}), nil)
-		if err := trans.Open(); err != nil {
+		proto, err := dialProto(addr)
+		if err != nil {
 			return nil, err
 		}
-		c, err := client.New(thrift.NewTCompactProtocolConf(trans, nil), opts...)
+		c, err := client.New(proto, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +141,17 @@ func start(t testing.TB, h *svc, opts ...processor.Option) dialer {
 		conns = append(conns, c)
 		mu.Unlock()
 		return c, nil
+	}, addr
+}
+
+// dialProto opens a connection to addr and returns the compact protocol
+// over framed transport on it.
+func dialProto(addr string) (thrift.TProtocol, error) {
+	trans := thrift.NewTFramedTransportConf(thrift.NewTSocketConf(addr, &thrift.TConfiguration{ConnectTimeout: 5 * time.Second, SocketTimeout: 30 * time.Second}), nil)
+	if err := trans.Open(); err != nil {
+		return nil, err
 	}
+	return thrift.NewTCompactProtocolConf(trans, nil), nil
 }
 
 func mustDial(t testing.TB, dial dialer, opts ...client.Option) *client.Client {
