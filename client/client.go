@@ -273,7 +273,10 @@ func (call *Call[R]) settle(d *coder, r *batch.Response, batchErr error) {
 // timeoutMillis.
 func (b *Batch) Execute(ctx context.Context) error {
 	b.enc.release()
-	// The replies are decoded (and copied) before Execute returns.
+	// The replies are decoded (and copied) before Execute returns: their
+	// memory serves the Client's next batch, and keeps nothing of this one
+	// reachable while the Client is idle.
+	defer b.c.doneWithReplies()
 	responses, err := b.c.execute(ctx, b.requests, b.sequential, true)
 	spreadEach(len(b.calls), func() (func(i int), func()) {
 		d := &coder{kind: b.c.kind}
@@ -289,9 +292,10 @@ func (b *Batch) Execute(ctx context.Context) error {
 }
 
 // execute sends requests and returns exactly one response per request.
-// done says the caller is done with the responses before it calls execute
-// again, so that their memory may serve the next call.
-func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequential, done bool) ([]*batch.Response, error) {
+// reuse reads the reply into the Client's memory, which the caller hands
+// back with doneWithReplies once it is through with the responses, before
+// it calls execute again.
+func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequential, reuse bool) ([]*batch.Response, error) {
 	req := &batch.BatchRequest{Requests: requests, AcceptCodecs: c.accept}
 	if sequential {
 		req.Sequential = thrift.BoolPtr(true)
@@ -306,7 +310,7 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 	var resp *batch.BatchResponse
 	var err error
 	if c.framed != nil {
-		resp, err = c.framed.call(ctx, req, done)
+		resp, err = c.framed.call(ctx, req, reuse)
 	} else {
 		resp, err = c.svc.ExecuteBatch(ctx, req)
 	}
@@ -329,6 +333,14 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 		return nil, fmt.Errorf("thriftbatch: %d responses for %d calls", len(responses), len(requests))
 	}
 	return responses, nil
+}
+
+// doneWithReplies hands back the memory of the last reply execute read with
+// reuse.
+func (c *Client) doneWithReplies() {
+	if c.framed != nil {
+		c.framed.done()
+	}
 }
 
 // decodeResponses decodes raw, the decompressed compressedResponses, into

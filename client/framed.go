@@ -26,9 +26,14 @@ type framed struct {
 	conf  *thrift.TConfiguration
 	seqID int32
 	// mem is the last reply's frame and list of responses when its caller
-	// said it would be done with them by the next call.
+	// asked for them to be read into it, until the caller calls done.
 	mem wire.Memory
 }
+
+// done hands back the memory of the last reply read with reuse, keeping
+// what serves the next one (a frame of up to 1 MiB) and nothing of the
+// reply's values.
+func (f *framed) done() { f.mem.Reset() }
 
 // newFramed returns a framed caller when proto is the compact protocol over
 // a framed transport, and nil otherwise. conf bounds the replies it reads.
@@ -42,12 +47,11 @@ func newFramed(proto thrift.TProtocol, conf *thrift.TConfiguration) *framed {
 
 // call sends req and returns the server's BatchResponse, its BatchError, or
 // the error that ended the call. The replies are slices of the reply's
-// frame; with reuse, the caller will be done with the responses before its
-// next call, and their memory and the frame's (see wire.Memory) serve that
-// call too.
+// frame; with reuse, the frame and the responses are read into f's memory
+// (see wire.Memory), which the caller hands back with done once it is
+// through with them, before its next call.
 func (f *framed) call(ctx context.Context, req *batch.BatchRequest, reuse bool) (*batch.BatchResponse, error) {
 	const method = dispatcher.MethodName
-	f.mem.Reset() // the last caller that reused it is done with it
 	f.seqID++
 	if err := wire.WriteFramed(ctx, f.proto, f.trans, method, thrift.CALL, f.seqID, &batch.BatchServiceExecuteBatchArgs{Request: req}); err != nil {
 		return nil, err

@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
 
 // reply returns one compact frame: a message of name, typeID and seqID
@@ -121,6 +124,40 @@ func TestWithTConfigurationBoundsReplies(t *testing.T) {
 		var pe thrift.TProtocolException
 		if tc.fails != (errors.As(err, &pe) && pe.TypeId() == thrift.SIZE_LIMIT) || (!tc.fails && err != nil) {
 			t.Errorf("MaxContainerSize %d: %v", tc.limit, err)
+		}
+		c.codecs.Close()
+	}
+}
+
+// TestExecuteKeepsNoLargeReplyAfterward: once Execute returns, the Client
+// keeps the frame of a small reply for its next batch and nothing of a reply
+// over 1 MiB, which would otherwise stay reachable while the Client idles.
+func TestExecuteKeepsNoLargeReplyAfterward(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		size int
+		kept bool
+	}{{1000, true}, {2 << 20, false}} {
+		text := strings.Repeat("x", tc.size)
+		body, err := wire.Encode(ctx, wire.Compact, nil, &testsvc.TestEchoResult{Success: &text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := reply(t, "executeBatch", thrift.REPLY, 1, &batch.BatchServiceExecuteBatchResult{
+			Success: &batch.BatchResponse{Responses: []*batch.Response{{Reply: body}}},
+		})
+		proto := thrift.NewTCompactProtocolConf(thrift.NewTFramedTransportConf(thrift.NewStreamTransport(bytes.NewReader(frame), io.Discard), nil), nil)
+		c, err := New(proto, WithAcceptCodecs(), WithRequestCompression(batch.Codec_NONE, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := c.NewBatch()
+		echo := Add(b, "echo", &testsvc.TestEchoArgs{}, &testsvc.TestEchoResult{})
+		if err := b.Execute(ctx); err != nil || echo.Err() != nil || echo.Result.GetSuccess() != text {
+			t.Fatalf("a reply of %d bytes: %v, %v, %d bytes back", tc.size, err, echo.Err(), len(echo.Result.GetSuccess()))
+		}
+		if kept := c.framed.mem.Kept(); (kept > 0) != tc.kept {
+			t.Errorf("a reply of %d bytes: the Client keeps a frame of %d bytes after Execute, want one: %v", tc.size, kept, tc.kept)
 		}
 		c.codecs.Close()
 	}

@@ -60,6 +60,10 @@ func (m *Memory) ReadFrame(t *thrift.TFramedTransport) []byte {
 	return m.frame
 }
 
+// Kept returns the capacity of the frame buffer m holds: what serves the
+// next message's frame.
+func (m *Memory) Kept() int { return cap(m.frame) }
+
 // Reset makes m ready for another message, keeping nothing of the last one's
 // values reachable but the bytes of its frame, which are overwritten next.
 func (m *Memory) Reset() {
