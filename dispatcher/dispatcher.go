@@ -135,11 +135,12 @@ func IsBatchMethod(name string) bool {
 // and an error when the batch's protocol is not binary, compact or JSON.
 //
 // Calls still running when ctx is done answer with the CALL_DEADLINE_EXCEEDED
-// or CALL_CANCELED error and Run returns at once, unless the pool is running
-// the batch's calls on Run's own goroutine (its CallerRuns policy, when no
-// worker was free): then Run returns once the call in hand does. Their
-// handlers see ctx done and their late results are discarded. A handler panic answers its call with
-// INTERNAL_ERROR, and its value and stack go to the log only.
+// or CALL_CANCELED error, their handlers see ctx done, and their late
+// results are discarded. Run then returns at once, unless the pool is
+// running the batch's calls on Run's own goroutine (its CallerRuns policy,
+// when no worker was free): then it returns once the call in hand does. A
+// handler panic answers its call with INTERNAL_ERROR, and its value and
+// stack go to the log only.
 //
 // It is RunHeld with each reply copied out, all of a batch's replies into
 // one buffer, so that the responses are the caller's to keep. Cost beyond
@@ -176,8 +177,8 @@ func (d *Dispatcher) Run(ctx context.Context, b Batch) ([]*batch.Response, error
 // and call it once. It saves a copy of every reply and, between batches, the
 // memory of their responses (go test -bench HundredGetProduct ./bench).
 //
-// release reports whether every call of the batch had returned when Run
-// did: then nothing of the batch reads its Requests any more, and the
+// release reports whether every call of the batch had returned when
+// RunHeld did: then nothing of the batch reads its Requests any more, and the
 // caller may reuse their memory too. It is false when a call was abandoned
 // at the deadline and may still be reading its arguments, and on any call
 // of release after the first, which does nothing.
@@ -196,8 +197,8 @@ func (d *Dispatcher) RunHeld(ctx context.Context, b Batch) (responses []*batch.R
 // call runs in, whose buffer holds its reply until release. A call's context
 // is not in it: a handler may keep its context past its return, and a
 // context must never change. The memory of a batch with a call abandoned at
-// the deadline is never reused, since that call may still write its Response
-// and its Call.
+// the deadline is never reused, since that call may still be using its Call
+// (its late Response is dropped by the pool, see pool.RunInto).
 type scratch struct {
 	fns   []thrift.TProcessorFunction
 	resps []batch.Response
@@ -286,7 +287,7 @@ func (d *Dispatcher) run(ctx context.Context, b Batch) ([]*batch.Response, *scra
 	}
 	n := len(b.Requests)
 	s := getScratch(n)
-	r := &run{d: d, kind: kind, reqs: b.Requests, fns: s.fns, ctxs: make([]callCtx, n), resps: s.resps, calls: s.calls}
+	r := &run{d: d, kind: kind, reqs: b.Requests, s: s, ctxs: make([]callCtx, n)}
 	for i, req := range b.Requests {
 		if req == nil {
 			continue // answered as an unknown method ""
@@ -298,11 +299,11 @@ func (d *Dispatcher) run(ctx context.Context, b Batch) ([]*batch.Response, *scra
 				Message: fmt.Sprintf("request %d calls %s: executeBatch cannot be called inside a batch", i, req.Method),
 			}
 		}
-		r.fns[i] = b.Functions[req.Method]
+		s.fns[i] = b.Functions[req.Method]
 	}
 	if d.hook != nil {
 		for i, req := range b.Requests {
-			if req == nil || r.fns[i] == nil {
+			if req == nil || s.fns[i] == nil {
 				continue // unknown methods answer UNKNOWN_METHOD, unhooked
 			}
 			if reason, ok := d.runHook(ctx, i, req.Method); !ok {
@@ -317,25 +318,24 @@ func (d *Dispatcher) run(ctx context.Context, b Batch) ([]*batch.Response, *scra
 	if b.Sequential {
 		limit = 1
 	}
-	res, err := pool.Run(ctx, d.pool, n, limit, func(i int) struct{} {
-		r.resps[i] = r.answer(ctx, i)
-		return struct{}{}
-	})
+	// The pool writes a call's Response into the scratch only if the call
+	// returned before the batch ended: an abandoned call's late reply is
+	// dropped there.
+	res, err := pool.RunInto(ctx, d.pool, s.resps, limit, func(i int) batch.Response { return r.answer(ctx, i) })
 	if errors.Is(err, pool.ErrClosed) {
+		s.release(s.use)
 		return nil, nil, &batch.BatchError{Code: batch.BatchErrorCode_SHUTTING_DOWN, Message: "the server is shutting down and takes no new batches"}
 	}
 	for i := range s.out {
-		v := &r.resps[i]
-		switch res.Status(i) {
-		case pool.StatusAbandoned:
-			// The call may still write its Response and use its
-			// Call: its response is memory of its own, and the
-			// batch's is not reused.
-			v = new(batch.Response)
+		v := &s.resps[i]
+		switch st := res.Status(i); st {
+		case pool.StatusAbandoned, pool.StatusCanceled:
 			*v = failed(contextError(ctx, i))
-			s.abandoned = true
-		case pool.StatusCanceled:
-			*v = failed(contextError(ctx, i))
+			if st == pool.StatusAbandoned {
+				// The call may still be using its Call: the batch's
+				// memory is not reused.
+				s.abandoned = true
+			}
 		case pool.StatusOverloaded:
 			*v = failed(batch.CALL_OVERLOADED, fmt.Sprintf("call %d not run: no worker was free and the server refuses calls when overloaded", i))
 		case pool.StatusPanicked:
@@ -410,10 +410,8 @@ type run struct {
 	d        *Dispatcher
 	kind     wire.Kind
 	reqs     []*batch.Request
-	fns      []thrift.TProcessorFunction
+	s        *scratch // call i runs s.fns[i] in s.calls[i], which keeps its reply
 	ctxs     []callCtx
-	resps    []batch.Response
-	calls    []*wire.Call   // call i runs in calls[i], which keeps its reply
 	rejected map[int]string // calls the hook refused, with its reason
 }
 
@@ -422,7 +420,7 @@ type run struct {
 // Call's buffer; a Call that must not run again (after a panic or a decode
 // error, its protocol may be mid-struct) is dropped from calls.
 func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
-	req, fn := r.reqs[i], r.fns[i]
+	req, fn := r.reqs[i], r.s.fns[i]
 	if fn == nil {
 		return failed(thrift.UNKNOWN_METHOD, fmt.Sprintf("unknown method %q", method(req)))
 	}
@@ -443,7 +441,7 @@ func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
 			resp = failed(thrift.INTERNAL_ERROR, "internal error processing "+req.Method)
 		}
 		if !reusable {
-			r.calls[i] = nil
+			r.s.calls[i] = nil
 		}
 	}()
 	out, err := c.Run(cctx, fn, req.Method, req.Arguments)
@@ -489,7 +487,7 @@ func (r *run) answer(ctx context.Context, i int) (resp batch.Response) {
 // call returns the Call that call i runs in: calls[i] when it is one of the
 // batch's kind, otherwise one from wire's pool, kept as calls[i].
 func (r *run) call(i int) *wire.Call {
-	c := r.calls[i]
+	c := r.s.calls[i]
 	if c != nil && c.Kind() == r.kind {
 		return c
 	}
@@ -497,7 +495,7 @@ func (r *run) call(i int) *wire.Call {
 		wire.Put(c) // an earlier batch's, of another kind
 	}
 	c = wire.Get(r.kind)
-	r.calls[i] = c
+	r.s.calls[i] = c
 	return c
 }
 

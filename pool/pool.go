@@ -364,19 +364,29 @@ type run[T any] struct {
 // go on.
 //
 // Cost: 6 or 7 allocations per batch (go test -bench BatchOfTrivialTasks
-// ./pool), one helper hand-off for a batch whose calls finish within the
+// ./pool), one of them Values (see RunInto), one helper hand-off for a batch whose calls finish within the
 // ramp-up interval, one shared increment per chunk of calls, per call two
 // compare-and-swaps and a store on the call's own status, and, once every
 // call is claimed, one more look at each status: by the helpers looking for
 // calls to steal, and by the coordinator looking for calls held up. It
 // returns ErrClosed, running nothing, after Close has begun.
 func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*Results[T], error) {
+	return RunInto(ctx, p, make([]T, n), limit, fn)
+}
+
+// RunInto is Run for len(dst) calls, writing their values into dst, which
+// becomes Results.Values, instead of a slice of its own: a caller that runs
+// batch after batch may keep dst. Only an index that ends StatusDone has
+// its element written; the others keep what they held, and a call
+// abandoned at the deadline never writes its element, whenever it returns.
+func RunInto[T any](ctx context.Context, p *Pool, dst []T, limit int, fn func(i int) T) (*Results[T], error) {
 	if !p.gate.Enter() {
 		return nil, ErrClosed
 	}
 	defer p.gate.Exit()
 	p.counters.batches.Add(1)
-	res := &Results[T]{Values: make([]T, n), state: make([]atomic.Uint32, n)}
+	n := len(dst)
+	res := &Results[T]{Values: dst, state: make([]atomic.Uint32, n)}
 	if n == 0 {
 		return res, nil
 	}

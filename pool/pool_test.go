@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -305,7 +306,11 @@ func TestRunAtTheDeadline(t *testing.T) {
 	}
 }
 
-func TestAbandonedCallDoesNotOverwriteItsSlot(t *testing.T) {
+// TestRunIntoWritesOnlyWhatIsDone: RunInto's values are dst itself (Run's
+// are a slice of its own), and only an index whose call returned in time
+// has its element written: a panicked call's and an abandoned call's keep
+// what they held, the latter also after it returns late.
+func TestRunIntoWritesOnlyWhatIsDone(t *testing.T) {
 	p, err := pool.New(pool.WithSize(2))
 	if err != nil {
 		t.Fatal(err)
@@ -316,27 +321,36 @@ func TestAbandonedCallDoesNotOverwriteItsSlot(t *testing.T) {
 		<-started
 		cancel()
 	}()
-	res, err := pool.Run(ctx, p, 1, 1, func(int) int {
-		close(started)
-		<-release
-		defer close(returned)
-		return 42
+	dst := []int{-1, -1, -1}
+	// Limit 1: the calls run in index order, so 0 and 1 are over when 2
+	// starts and the context ends.
+	res, err := pool.RunInto(ctx, p, dst, 1, func(i int) int {
+		switch i {
+		case 1:
+			panic("call 1")
+		case 2:
+			close(started)
+			<-release
+			defer close(returned)
+		}
+		return 10 + i
 	})
 	if err != nil {
-		t.Fatalf("Run: %v", err)
+		t.Fatalf("RunInto: %v", err)
 	}
-	if s := res.Status(0); s != pool.StatusAbandoned {
-		t.Fatalf("Status(0) = %v, want StatusAbandoned", s)
+	want := []pool.Status{pool.StatusDone, pool.StatusPanicked, pool.StatusAbandoned}
+	for i, w := range want {
+		if s := res.Status(i); s != w {
+			t.Errorf("Status(%d) = %v, want %v", i, s, w)
+		}
 	}
 	close(release)
 	<-returned
-	// Close waits for the workers to exit, so the helper has finished with
-	// the slot by the time it returns.
-	if err := p.Close(context.Background()); err != nil {
+	if err := p.Close(context.Background()); err != nil { // the helper is done with the slot
 		t.Fatalf("Close: %v", err)
 	}
-	if res.Values[0] != 0 || res.Status(0) != pool.StatusAbandoned {
-		t.Errorf("after the late return: Values[0] = %d, Status(0) = %v; want 0, StatusAbandoned", res.Values[0], res.Status(0))
+	if &res.Values[0] != &dst[0] || !slices.Equal(dst, []int{10, -1, -1}) {
+		t.Errorf("after the late return: dst = %v, Values is dst: %v; want [10 -1 -1], true", dst, &res.Values[0] == &dst[0])
 	}
 }
 
