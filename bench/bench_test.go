@@ -251,7 +251,9 @@ func BenchmarkManyClients(b *testing.B) {
 	b.StopTimer()
 	n := float64(b.N * calls)
 	b.ReportMetric(n/b.Elapsed().Seconds(), "calls/s")
-	b.ReportMetric(float64(cputime.Process()-cpu)/n, "cpu-ns/call")
+	if cputime.Supported {
+		b.ReportMetric(float64(cputime.Process()-cpu)/n, "cpu-ns/call")
+	}
 }
 
 // BenchmarkStagesOfABatch times, in memory and one at a time, the steps a

@@ -124,6 +124,9 @@ func BenchmarkBatchOfEchoes(b *testing.B) {
 //
 //	go test -run XXX -bench DispatcherAgainstDirect -benchtime 40x ./dispatcher
 func BenchmarkDispatcherAgainstDirect(b *testing.B) {
+	if !cputime.Supported {
+		b.Skip("the process's CPU time is not read on this system")
+	}
 	checkinterval.SetForTest(b, 0)
 	const reps = 20
 	e := newEchoes(b, 1000)

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package cputime reads the CPU time the process has used, for the
 // benchmarks that report CPU per operation beside wall time: on a shared
 // machine it moves less than the wall time with the load of others.
@@ -7,6 +9,10 @@ import (
 	"syscall"
 	"time"
 )
+
+// Supported reports whether Process measures anything on this system: on
+// Unix systems it does, from getrusage.
+const Supported = true
 
 // Process returns the user and system CPU time the process has used so
 // far, every goroutine's, from one getrusage(RUSAGE_SELF) system call.
