@@ -39,9 +39,9 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		proto = in
 	}
 	var args batch.BatchServiceExecuteBatchArgs
-	mem := getMemory()
-	skipped, err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls, mem)
+	mem, skipped, err := readArgs(ctx, in, &args, f.p.cfg.tconf, f.p.cfg.maxCalls)
 	if err != nil {
+		putMemory(mem) // no call has read it
 		in.ReadMessageEnd(ctx)
 		// As the generated code does, the connection ends after this
 		// answer, which it sends if it can.
@@ -86,25 +86,23 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 
 // readArgs reads executeBatch's arguments from in: over the compact
 // protocol on a framed transport, as one frame decoded in memory, bounded
-// by conf, into mem. A list of more than maxCalls requests is read past
-// rather than kept, and its length returned as skipped, for execute to
-// refuse in its turn.
-func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int, mem *wire.Memory) (skipped int, err error) {
+// by conf, into a memory from memories, which it returns (nil otherwise)
+// for the caller to hand back with putMemory once no call reads the
+// request. A list of more than maxCalls requests is read past rather than
+// kept, and its length returned as skipped, for execute to refuse in its
+// turn.
+func readArgs(ctx context.Context, in thrift.TProtocol, args *batch.BatchServiceExecuteBatchArgs, conf *thrift.TConfiguration, maxCalls int) (mem *wire.Memory, skipped int, err error) {
 	ft := wire.FramedCompact(in)
 	if ft == nil {
-		return 0, args.Read(ctx, in)
+		return nil, 0, args.Read(ctx, in)
 	}
-	frame := mem.ReadFrame(ft)
-	err = wire.DecodeBatchArgs(frame, args, conf, maxCalls, &mem.Lists)
+	mem = getMemory()
+	err = wire.DecodeBatchArgs(mem.ReadFrame(ft), args, conf, maxCalls, &mem.Lists)
 	var tooMany *wire.TooManyCallsError
 	if errors.As(err, &tooMany) {
-		return tooMany.Calls, nil
+		return mem, tooMany.Calls, nil
 	}
-	if err != nil {
-		return 0, err
-	}
-	detach(args.Request, len(frame))
-	return 0, nil
+	return mem, 0, err
 }
 
 // memories holds the wire.Memory of finished batches' requests: a batch
@@ -115,17 +113,21 @@ var memories = sync.Pool{New: func() any { return new(wire.Memory) }}
 func getMemory() *wire.Memory { return memories.Get().(*wire.Memory) }
 
 // putMemory resets m, so that it keeps nothing of its batch reachable, and
-// returns it to memories.
+// returns it to memories; a nil m is no memory.
 func putMemory(m *wire.Memory) {
+	if m == nil {
+		return
+	}
 	m.Reset()
 	memories.Put(m)
 }
 
 // detach copies the arguments and compressedRequests of req, which are
-// slices of its frame of frameLen bytes, into a buffer of their own when
-// they take less than half of the frame and leave more than 64 KiB of it
-// unused (unknown fields, say): the batch keeps what it uses for as long as
-// it runs, not the whole frame.
+// slices of a buffer of frameLen bytes (the decompressed requests), into a
+// buffer of their own when they take less than half of it and leave more
+// than 64 KiB of it unused (unknown fields, say): the batch keeps what it
+// uses for as long as it runs, not the whole buffer. A request read from a
+// frame needs none: the frame is the batch's memory until it ends.
 func detach(req *batch.BatchRequest, frameLen int) {
 	if req == nil {
 		return
