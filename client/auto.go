@@ -128,8 +128,7 @@ func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), o
 // pending is one call waiting for its batch.
 type pending struct {
 	ctx    context.Context
-	method string
-	req    *batch.Request
+	req    batch.Request // the call on the wire, allocated with the pending
 	result thrift.TStruct
 	state  atomic.Uint32 // waiting, delivering or abandoned
 	// Set before done is closed: the batch's answer for this call
@@ -156,7 +155,7 @@ func (a *Auto) Call(ctx context.Context, method string, args, result thrift.TStr
 	if err != nil {
 		return meta, thrift.NewTProtocolException(err)
 	}
-	p := &pending{ctx: ctx, method: method, req: &batch.Request{Method: method, Arguments: encoded}, result: result, done: make(chan struct{})}
+	p := &pending{ctx: ctx, req: batch.Request{Method: method, Arguments: encoded}, result: result, done: make(chan struct{})}
 	if err := a.enqueue(ctx, p); err != nil {
 		return meta, err
 	}
@@ -180,7 +179,7 @@ func (p *pending) finish(kind wire.Kind) error {
 		return p.err
 	}
 	d := coder{kind: kind}
-	err := settle(&d, p.method, p.resp, p.err, p.result)
+	err := settle(&d, p.req.Method, p.resp, p.err, p.result)
 	d.release()
 	if err != nil && p.ctx.Err() != nil {
 		// The caller's own deadline passed too: say so as an
@@ -345,7 +344,7 @@ func (a *Auto) send(c *Client, calls []*pending) {
 	ctx, cancel := batchContext(calls)
 	defer cancel()
 	for i, p := range calls {
-		requests[i] = p.req
+		requests[i] = &p.req
 	}
 	// Each caller decodes its own reply later: the responses must outlive
 	// this call.
