@@ -48,8 +48,8 @@ func (l *callLimit) err() error {
 // as if given none. The zero value is ready to use; nil means none.
 //
 // It keeps room for as many elements as the longest list decoded with it,
-// up to maxScratchElems; the elements of a longer list, and those of a list
-// longer than the room kept so far, are allocated as without a Scratch.
+// up to maxScratchElems: a list gets its elements from that room first and
+// allocates the rest as without a Scratch.
 type Scratch struct {
 	requests  listMemory[batch.Request]
 	responses listMemory[batch.Response]
@@ -65,35 +65,48 @@ func (s *Scratch) Reset() {
 
 const maxScratchElems = 4096
 
+// requestMemory and responseMemory return s's memory for a list of
+// requests or responses; a nil s has none.
+func (s *Scratch) requestMemory() *listMemory[batch.Request] {
+	if s == nil {
+		return nil
+	}
+	return &s.requests
+}
+
+func (s *Scratch) responseMemory() *listMemory[batch.Response] {
+	if s == nil {
+		return nil
+	}
+	return &s.responses
+}
+
 // listMemory is a Scratch's memory for one kind of list.
 type listMemory[T any] struct {
 	elems []T  // zeroed elements, handed out from the start
 	ptrs  []*T // the list, when its length fits
-	want  int  // elements the last decode read, the first of them from elems
+	want  int  // the length of the list taken: what reset clears and makes room for
 	taken bool // a decode has used it since the last reset
 }
 
 // take returns the memory for a list of n elements: ptrs of length n, from
-// the Scratch when it has room, and the zeroed elements to hand out first;
-// ok says they came from m, whose done must then be called. A nil m, or one
-// already taken since its last reset, gives none.
-func (m *listMemory[T]) take(n int) (ptrs []*T, elems []T, ok bool) {
+// m when it has room, and the zeroed elements to hand out first. A nil m,
+// or one already taken since its last reset, gives new pointers and no
+// elements.
+func (m *listMemory[T]) take(n int) (ptrs []*T, elems []T) {
 	if m == nil || m.taken {
-		return make([]*T, n), nil, false
+		return make([]*T, n), nil
 	}
-	m.taken = true
+	m.taken, m.want = true, n
 	if m.ptrs == nil || cap(m.ptrs) < n { // an empty list is not nil
 		m.ptrs = make([]*T, n)
 	}
-	return m.ptrs[:n:n], m.elems, true // appending to the list cannot write into m
+	return m.ptrs[:n:n], m.elems // appending to the list cannot write into m
 }
-
-// done records that the list taken read n elements.
-func (m *listMemory[T]) done(n int) { m.want = n }
 
 func (m *listMemory[T]) reset() {
 	clear(m.elems[:min(m.want, len(m.elems))])
-	clear(m.ptrs)
+	clear(m.ptrs[:min(m.want, len(m.ptrs))])
 	if cap(m.ptrs) > maxScratchElems {
 		m.ptrs = nil
 	}
@@ -116,7 +129,8 @@ func (m *listMemory[T]) reset() {
 // rest of frame has been read as usual, it fails with a
 // *TooManyCallsError, args holding the other fields and no Requests. As
 // args.Read does, it sets only the fields frame holds: pass a zero args.
-// On error, args may be partly set.
+// On error, args may be partly set. The list of requests and its Requests
+// come from s when it has room (nil: none; see Scratch).
 //
 // Its allocations are per 256 calls, not per call: the BatchRequest; for
 // the list of requests, the []*batch.Request, a block of Requests it points
@@ -149,7 +163,8 @@ func DecodeBatchArgs(frame []byte, args *batch.BatchServiceExecuteBatchArgs, con
 // It sets what res.Read would set reading frame with a TCompactProtocol
 // configured with conf (nil: the library's defaults), and fails where that
 // fails. As res.Read does, it sets only the fields frame holds: pass a zero
-// res. On error, res may be partly set.
+// res. On error, res may be partly set. The list of responses and its
+// Responses come from s when it has room (nil: none; see Scratch).
 //
 // Its allocations are per 256 calls, not per call: the BatchResponse; for
 // the list of responses, the []*batch.Response, a block of Responses it
@@ -218,9 +233,7 @@ var envelopeReaders = sync.Pool{New: func() any { return newCompact(&Buffer{}, &
 func decode(in []byte, conf *thrift.TConfiguration, frame bool, read func(context.Context, *compact) error) error {
 	p := envelopeReaders.Get().(*compact)
 	p.b.Reset(in)
-	if conf != nil {
-		p.conf = conf
-	}
+	p.SetTConfiguration(conf)
 	err := read(context.Background(), p)
 	if err == nil && frame {
 		err = p.whole()
@@ -229,7 +242,7 @@ func decode(in []byte, conf *thrift.TConfiguration, frame bool, read func(contex
 	// leaves in p.
 	p.b.Reset(nil)
 	p.reset()
-	p.conf = cfg
+	p.SetTConfiguration(nil)
 	envelopeReaders.Put(p)
 	return err
 }
@@ -368,20 +381,14 @@ func (s *slab[T]) next(left int) *T {
 // it reads every element as the struct it expects, whatever element type
 // the header declares.
 func readList[T any](ctx context.Context, p *compact, n int, what string, mem *listMemory[T], read func(e *T, left int) error) ([]*T, error) {
-	ptrs, first, fromMem := mem.take(n)
+	ptrs, first := mem.take(n)
 	elems := slab[T]{block: first}
 	for i := range ptrs {
 		e := elems.next(n - i)
 		if err := read(e, n-i); err != nil {
-			if fromMem {
-				mem.done(i + 1)
-			}
 			return nil, thrift.PrependError(fmt.Sprintf("%s[%d]: ", what, i), err)
 		}
 		ptrs[i] = e
-	}
-	if fromMem {
-		mem.done(n)
 	}
 	return ptrs, p.ReadListEnd(ctx)
 }
@@ -408,11 +415,7 @@ func readRequests(ctx context.Context, p *compact, r *batch.BatchRequest, lim *c
 	// cost what the generated code's cost.
 	var ids slab[int32]
 	var method string // the last method name read
-	var mem *listMemory[batch.Request]
-	if s != nil {
-		mem = &s.requests
-	}
-	r.Requests, err = readList(ctx, p, n, "requests", mem, func(q *batch.Request, left int) error {
+	r.Requests, err = readList(ctx, p, n, "requests", s.requestMemory(), func(q *batch.Request, left int) error {
 		return readRequest(ctx, p, q, &ids, left, &method)
 	})
 	return err
@@ -498,11 +501,7 @@ func readResponses(ctx context.Context, p *compact, r *batch.BatchResponse, s *S
 	}
 	// n is at most len(frame), as in readRequests.
 	var l responseList
-	var mem *listMemory[batch.Response]
-	if s != nil {
-		mem = &s.responses
-	}
-	r.Responses, err = readList(ctx, p, n, "responses", mem, func(q *batch.Response, left int) error {
+	r.Responses, err = readList(ctx, p, n, "responses", s.responseMemory(), func(q *batch.Response, left int) error {
 		return readResponse(ctx, p, &l, q, left)
 	})
 	return err
@@ -553,8 +552,10 @@ func readBatchError(ctx context.Context, p *compact, e *batch.BatchError) error 
 			// Its own copy, not a substring of a chunk of the frame
 			// (see Buffer.substring): the error may outlive the frame
 			// by long.
-			var none string
-			e.Message, err = readString(p, &none)
+			var b []byte
+			if b, err = p.bytes(); err == nil {
+				e.Message = string(b)
+			}
 		default:
 			return false, nil
 		}

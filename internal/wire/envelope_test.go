@@ -34,9 +34,7 @@ func decodeWhole(frame []byte, s thrift.TStruct, conf *thrift.TConfiguration) er
 	b := &Buffer{}
 	b.Reset(frame)
 	p := newCompact(b, &header{})
-	if conf != nil {
-		p.conf = conf
-	}
+	p.SetTConfiguration(conf)
 	if err := s.Read(context.Background(), p); err != nil {
 		return err
 	}
@@ -736,8 +734,7 @@ func TestDecodeBatchResultHandWritten(t *testing.T) {
 // cannot hold fails before the lists are made. A count of 2^20+1, then 1
 // MiB of input: each element needs a byte, so the count is one more than
 // the input can hold, and only the check against the bytes left refuses it
-// (larger counts are refused earlier, for the MaxMessageSize their
-// elements would need).
+// (counts above MaxMessageSize, 100 MiB by default, are refused earlier).
 func TestDecodeEnvelopesRefuseLyingCounts(t *testing.T) {
 	allocBeforeFailing(t, []byte{0xfc, 0x81, 0x80, 0x40}, make([]byte, 1<<20), 64<<10)
 }
