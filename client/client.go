@@ -38,7 +38,7 @@ const (
 	DefaultCompressOver = 4096
 	// DefaultMaxDecompressedBytes bounds what a compressed response may
 	// decompress to (WithMaxDecompressedBytes): 64 MiB.
-	DefaultMaxDecompressedBytes = 64 << 20
+	DefaultMaxDecompressedBytes = compress.DefaultMaxDecodedSize
 )
 
 // Client sends batches over one Thrift connection. Like the generated
@@ -111,11 +111,10 @@ func WithMaxDecompressedBytes(n int) Option { return func(c *config) { c.maxDeco
 // New returns a Client that speaks proto, the protocol of an open
 // connection, for both directions. It returns an error when proto is not
 // binary, compact, JSON or THeader, or for an invalid option. Each Client
-// has codecs of its own (compress.New): a zstd encoder and decoder to start
-// with, whose buffers grow with the largest payload they handle (0.6 MiB
-// for the encoder after 17 KiB, 8.7 MiB after 200 KiB), and more encoders,
-// up to GOMAXPROCS, only while requests are compressed concurrently, which
-// one Client's calls never are.
+// has codecs of its own (compress.New, which says what they keep): a zstd
+// encoder and decoder to start with, whose buffers grow with the largest
+// payload they handle, and more encoders, up to GOMAXPROCS, only while
+// requests are compressed concurrently, which one Client's calls never are.
 func New(proto thrift.TProtocol, opts ...Option) (*Client, error) {
 	cfg := config{accept: compress.Supported, requestCodec: batch.Codec_ZSTD, compressOver: DefaultCompressOver, maxDecoded: DefaultMaxDecompressedBytes}
 	for _, o := range opts {

@@ -17,11 +17,8 @@ import (
 // helper's late start: on the 2-vCPU machine of docs/BENCHMARKS.md a helper
 // started while its caller stays busy ran 100 to 103 µs later after an idle
 // pause and 74 to 75 µs later without one (medians; go test -bench
-// HelperStart -benchtime 200x -count 3 ./client). It waits in the caller's
-// next-to-run slot, which another processor takes only after a back-off of
-// the runtime's (a 3 µs sleep that the kernel's timer slack, 50 µs here,
-// stretches); pushed out of it by a second goroutine, it waited 24 to 41
-// µs. The threshold also keeps batches of a few hundred quick replies on
+// HelperStart -benchtime 200x -count 3 ./client; why, in docs/BENCHMARKS.md
+// under fanout_efficiency_256x5ms). The threshold also keeps batches of a few hundred quick replies on
 // their caller: when the other processors are busy anyway, a helper adds
 // only a hand-off (16 clients sending batches of 100 getProduct calls, go run
 // ./bench -run throughput, three interleaved pairs of runs: 6 to 14% more

@@ -110,11 +110,11 @@ func WithGzipLevel(level int) Option {
 // option. A Codecs starts with one zstd encoder and one decoder, and makes
 // more zstd encoders as concurrent batches need them, up to GOMAXPROCS, so
 // that compression runs on every processor. An encoder keeps the buffers of
-// the largest payload it has compressed: 0.6 MiB after a 17 KiB payload and
-// 8.7 MiB after 200 KiB at the default level, 1.6 and 17.8 MiB at
-// zstd.SpeedDefault (go test -run XXX -bench EncoderMemory -benchtime 5x
-// ./compress). Build one per server, or per client connection, not per
-// batch.
+// the largest payload it has compressed: a new Codecs holds 0.6 MiB once it
+// has compressed a 17 KiB payload and 8.7 MiB after 200 KiB at the default
+// level, 1.6 and 17.8 MiB at zstd.SpeedDefault (its decoder included; go
+// test -run XXX -bench EncoderMemory -benchtime 5x ./compress). Build one
+// per server, or per client connection, not per batch.
 func New(opts ...Option) (*Codecs, error) {
 	cfg := config{
 		maxDecoded: DefaultMaxDecodedSize,

@@ -68,10 +68,10 @@ var _ thrift.TProcessor = (*Processor)(nil)
 // New wraps inner. It returns an error for an invalid option. Unless WithPool
 // is given, it starts a worker pool of its own (ants, with two goroutines of
 // its own that purge idle workers and keep its clock), which Close releases.
-// Its codecs (compress.New) start with one zstd encoder and decoder, whose
-// buffers grow with the largest payload they handle (8.7 MiB for the
-// encoder after 200 KiB), and add encoders, up to GOMAXPROCS, as concurrent
-// batches compress.
+// Its codecs (compress.New, which says what they keep) start with one zstd
+// encoder and decoder, whose buffers grow with the largest payload they
+// handle, and add encoders, up to GOMAXPROCS, as concurrent batches
+// compress.
 func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 	if inner == nil {
 		return nil, errors.New("processor: nil inner processor")
