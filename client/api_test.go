@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -73,15 +74,11 @@ func TestServerDeadlineReachesTheCallAsCallError(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != batch.CALL_DEADLINE_EXCEEDED || ce.Method != "sleepy" {
 		t.Fatalf("the slow call's error = %#v, want a CallError of sleepy with code CALL_DEADLINE_EXCEEDED", err)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		t.Errorf("errors.Is(%v): DeadlineExceeded %v, Canceled %v; want true, false", err,
-			errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("errors.Is(%v, context.DeadlineExceeded) = false", err)
 	}
-	if msg := err.Error(); !strings.Contains(msg, "sleepy") || !strings.Contains(msg, ce.Message) || !strings.Contains(msg, "(code 100)") {
+	if msg := err.Error(); !strings.Contains(msg, "sleepy") || !strings.Contains(msg, ce.Message) || !strings.Contains(msg, fmt.Sprintf("(code %d)", ce.Code)) {
 		t.Errorf("Error() = %q, want the method, the server's message and the code", msg)
-	}
-	if ce.TypeId() != batch.CALL_DEADLINE_EXCEEDED {
-		t.Errorf("TypeId() = %d, want %d", ce.TypeId(), batch.CALL_DEADLINE_EXCEEDED)
 	}
 }
 
@@ -166,7 +163,7 @@ func TestAutoAnswersCallsItCannotSend(t *testing.T) {
 		refuse atomic.Bool
 		first  atomic.Pointer[client.Client]
 	)
-	auto, err := client.NewAuto(context.Background(), func(ctx context.Context) (*client.Client, error) {
+	tc := testsvc.NewTestClient(mustAuto(t, func(ctx context.Context) (*client.Client, error) {
 		if refuse.Load() {
 			return nil, errNoRoute
 		}
@@ -175,12 +172,7 @@ func TestAutoAnswersCallsItCannotSend(t *testing.T) {
 			first.CompareAndSwap(nil, c)
 		}
 		return c, err
-	}, client.WithMaxInFlight(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auto.Close()
-	tc := testsvc.NewTestClient(auto)
+	}, client.WithMaxInFlight(1)))
 	// A bound, so that a call nobody answers fails the test instead of
 	// hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -154,6 +154,18 @@ func dialProto(addr string) (thrift.TProtocol, error) {
 	return thrift.NewTCompactProtocolConf(trans, nil), nil
 }
 
+// mustAuto returns an Auto over dial's connections, closed when the test
+// ends (before start's server stops).
+func mustAuto(t testing.TB, dial func(context.Context) (*client.Client, error), opts ...client.AutoOption) *client.Auto {
+	t.Helper()
+	auto, err := client.NewAuto(context.Background(), dial, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auto.Close() })
+	return auto
+}
+
 func mustDial(t testing.TB, dial dialer, opts ...client.Option) *client.Client {
 	t.Helper()
 	c, err := dial(context.Background(), opts...)
@@ -249,11 +261,7 @@ func TestCompressionBothWays(t *testing.T) {
 func TestAutoCoalescesConcurrentCalls(t *testing.T) {
 	h := &svc{}
 	dial := start(t, h)
-	auto, err := client.NewAuto(context.Background(), dial.auto, client.WithMaxWait(2*time.Millisecond), client.WithMaxInFlight(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auto.Close()
+	auto := mustAuto(t, dial.auto, client.WithMaxWait(2*time.Millisecond), client.WithMaxInFlight(2))
 	const callers = 200
 	var wg sync.WaitGroup
 	errs := make(chan error, callers)
@@ -290,16 +298,11 @@ func TestAutoCoalescesConcurrentCalls(t *testing.T) {
 }
 
 func TestAutoHonoursCallerContext(t *testing.T) {
-	auto, err := client.NewAuto(context.Background(), start(t, &svc{}).auto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auto.Close()
-	tc := testsvc.NewTestClient(auto)
+	tc := testsvc.NewTestClient(mustAuto(t, start(t, &svc{}).auto))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = tc.Sleepy(ctx, 5000, 1)
+	_, err := tc.Sleepy(ctx, 5000, 1)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Sleepy past its deadline = %v, want context.DeadlineExceeded", err)
 	}
@@ -314,10 +317,7 @@ func TestAutoHonoursCallerContext(t *testing.T) {
 
 func TestAutoOnewayAndClose(t *testing.T) {
 	h := &svc{}
-	auto, err := client.NewAuto(context.Background(), start(t, h).auto)
-	if err != nil {
-		t.Fatal(err)
-	}
+	auto := mustAuto(t, start(t, h).auto)
 	tc := testsvc.NewTestClient(auto)
 	if err := tc.Note(context.Background(), "hello"); err != nil {
 		t.Fatal(err)
