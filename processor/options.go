@@ -212,10 +212,8 @@ func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTime
 // on, which is always open: only this check sees the client go.) The
 // default is DefaultDisconnectCheck (5 ms); 0 turns the check off while the
 // library's is off too. Turning it off saves that timer but need not make
-// batches faster: on Linux with Go 1.26, a batch of 256 calls each waiting
-// 5 ms on a Go timer, in an otherwise idle process, took 0.3 to 0.6 ms
-// longer without it (go test -run XXX -bench FanoutPhases ./bench; why, in
-// docs/BENCHMARKS.md).
+// batches faster: docs/TUNING.md says by how much it made a fan-out of
+// timer-bound calls slower, and why.
 func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
 
 // WithAllowMethods lets only the named methods into batches (names as the
