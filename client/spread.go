@@ -10,20 +10,20 @@ import (
 )
 
 // Spreading the decoding of a batch's replies: the replies of one batch are
-// independent byte slices, so a large batch decodes on every processor
-// instead of one. The first spreadProbe replies are decoded on the caller to
-// learn their cost; helpers are started only when what is left would keep
-// the caller and each of them busy for spreadMinWork. That pays for the
-// helper's late start: on the 2-vCPU machine of docs/BENCHMARKS.md a helper
-// started while its caller stays busy ran 100 to 103 µs later after an idle
-// pause and 74 to 75 µs later without one (medians; go test -bench
-// HelperStart -benchtime 200x -count 3 ./client; why, in docs/BENCHMARKS.md
-// under fanout_efficiency_256x5ms). The threshold also keeps batches of a few hundred quick replies on
-// their caller: when the other processors are busy anyway, a helper adds
-// only a hand-off (16 clients sending batches of 100 getProduct calls, go run
-// ./bench -run throughput, three interleaved pairs of runs: 6 to 14% more
-// calls/s with no helpers than with spreadMinWork at 100 µs, which started
-// one whenever load made the probe slow).
+// independent byte slices, so a large batch decodes on every processor instead
+// of one. The first spreadProbe replies are decoded on the caller to learn
+// their cost; helpers are started only when what is left would keep the caller
+// and each of them busy for spreadMinWork. That pays for the helper's late
+// start: on the 2-vCPU machine of docs/BENCHMARKS.md a helper started while its
+// caller stays busy ran 100 to 103 µs later after an idle pause and 74 to 75 µs
+// later without one (medians; go test -bench HelperStart -benchtime 200x -count
+// 3 ./client; why, in docs/BENCHMARKS.md under fanout_efficiency_256x5ms). The
+// threshold also keeps batches of a few hundred quick replies on their caller:
+// when the other processors are busy anyway, a helper adds only a hand-off (16
+// clients sending batches of 100 getProduct calls, go run ./bench -run
+// throughput, three interleaved pairs of runs: 6 to 14% more calls/s with no
+// helpers than with spreadMinWork at 100 µs, which started one whenever load
+// made the probe slow).
 const (
 	spreadProbe   = 8
 	spreadChunk   = 8

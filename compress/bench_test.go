@@ -194,10 +194,11 @@ func BenchmarkEncodeParallel(b *testing.B) {
 }
 
 // BenchmarkEncoderMemory reports the heap a new Codecs keeps, its encoder's
-// buffers above all, after compressing one payload of each size at two
-// levels: the figures New's comment quotes. Each sub-benchmark builds a fresh Codecs per iteration and
-// reports the mean growth of the heap in use, after a collection, between
-// before New and after its first Encode, while the Codecs is still alive.
+// buffers above all, after compressing one payload of each size at two levels:
+// the figures New's comment quotes. Each sub-benchmark builds a fresh Codecs
+// per iteration and reports the mean growth of the heap in use, after a
+// collection, between before New and after its first Encode, while the Codecs
+// is still alive.
 //
 //	go test -run XXX -bench EncoderMemory -benchtime 5x ./compress
 func BenchmarkEncoderMemory(b *testing.B) {

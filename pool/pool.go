@@ -364,12 +364,12 @@ type run[T any] struct {
 // go on.
 //
 // Cost: 6 or 7 allocations per batch (go test -bench BatchOfTrivialTasks
-// ./pool), one of them Values (see RunInto), one helper hand-off for a batch whose calls finish within the
-// ramp-up interval, one shared increment per chunk of calls, per call two
-// compare-and-swaps and a store on the call's own status, and, once every
-// call is claimed, one more look at each status: by the helpers looking for
-// calls to steal, and by the coordinator looking for calls held up. It
-// returns ErrClosed, running nothing, after Close has begun.
+// ./pool), one of them Values (see RunInto), one helper hand-off for a batch
+// whose calls finish within the ramp-up interval, one shared increment per
+// chunk of calls, per call two compare-and-swaps and a store on the call's own
+// status, and, once every call is claimed, one more look at each status: by the
+// helpers looking for calls to steal, and by the coordinator looking for calls
+// held up. It returns ErrClosed, running nothing, after Close has begun.
 func Run[T any](ctx context.Context, p *Pool, n, limit int, fn func(i int) T) (*Results[T], error) {
 	return RunInto(ctx, p, make([]T, n), limit, fn)
 }
@@ -614,18 +614,18 @@ func (r *run[T]) loopUntil(ctx context.Context, p *Pool, limit int) {
 }
 
 // Chunks of calls: a goroutine claims up to maxChunk indices at once, as many
-// as take about chunkTarget at the pace of its last chunk. The target keeps
-// the chunks of calls of about a microsecond wide enough that two helpers
-// rarely write the same cache line of the batch's statuses and values. With
-// 4 µs, chunks of 4 echo calls, a batch of 1,000 on a pool of two took 0.92
-// to 1.05 times the direct loop's wall time; with 32 µs, 0.82 to 0.92, while
-// two identical ways measured 1.00 to 1.03 apart (go test -bench
+// as take about chunkTarget at the pace of its last chunk. The target keeps the
+// chunks of calls of about a microsecond wide enough that two helpers rarely
+// write the same cache line of the batch's statuses and values. With 4 µs,
+// chunks of 4 echo calls, a batch of 1,000 on a pool of two took 0.92 to 1.05
+// times the direct loop's wall time; with 32 µs, 0.82 to 0.92, while two
+// identical ways measured 1.00 to 1.03 apart (go test -bench
 // DispatcherAgainstDirect ./dispatcher, four runs each, at 072f939, before
-// helpers stole calls; at 7a8af57, 32 µs: 0.88 and 0.92 in two runs). A chunk is sized
-// from the pace of the one before it, so a call that turns slow in the
+// helpers stole calls; at 7a8af57, 32 µs: 0.88 and 0.92 in two runs). A chunk
+// is sized from the pace of the one before it, so a call that turns slow in the
 // middle of a chunk would hold up the rest of it; other helpers steal those
-// calls (see steal), and the coordinator adds a helper for them when none
-// is left to, while the pool has a worker free.
+// calls (see steal), and the coordinator adds a helper for them when none is
+// left to, while the pool has a worker free.
 const (
 	chunkTarget = 32 * time.Microsecond
 	maxChunk    = 64

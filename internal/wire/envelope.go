@@ -374,12 +374,12 @@ func (s *slab[T]) next(left int) *T {
 	return e
 }
 
-// readList reads n structs, the elements of a list whose header has been
-// read, each into an element of a slab by read (given how many elements are
-// left, this one included), and the list's end; the list and its first
-// elements come from mem when it has them (nil: none). As the generated code does,
-// it reads every element as the struct it expects, whatever element type
-// the header declares.
+// readList reads n structs, the elements of a list whose header has been read,
+// each into an element of a slab by read (given how many elements are left,
+// this one included), and the list's end; the list and its first elements come
+// from mem when it has them (nil: none). As the generated code does, it reads
+// every element as the struct it expects, whatever element type the header
+// declares.
 func readList[T any](ctx context.Context, p *compact, n int, what string, mem *listMemory[T], read func(e *T, left int) error) ([]*T, error) {
 	ptrs, first := mem.take(n)
 	elems := slab[T]{block: first}
