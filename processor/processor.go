@@ -209,17 +209,17 @@ type protocolKey struct{}
 var ErrClientGone = errors.New("thriftbatch: the client disconnected")
 
 // watch returns a context canceled with ErrClientGone once trans reports it
-// is no longer open, checked every interval, and a function that stops the
-// watch. The checks run on a timer (time.AfterFunc), each on a goroutine
+// is no longer open, checked every interval, and the watch, which its stop
+// method ends. The checks run on a timer (time.AfterFunc), each on a goroutine
 // that lives for the check only: a batch that ends within one interval, as
 // most do, costs a timer started and stopped, and no goroutine or ticker.
-func watch(ctx context.Context, trans thrift.TTransport, interval time.Duration) (context.Context, func()) {
+func watch(ctx context.Context, trans thrift.TTransport, interval time.Duration) (context.Context, *watcher) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	w := &watcher{trans: trans, interval: interval, cancel: cancel}
 	w.mu.Lock()
 	w.timer = time.AfterFunc(interval, w.check)
 	w.mu.Unlock()
-	return ctx, w.stop
+	return ctx, w
 }
 
 // watcher is the state of one watch.
@@ -359,9 +359,9 @@ func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *ba
 	// The request has been read: from here on the connection is quiet
 	// until the response, and a watcher may poll it.
 	if d := p.watchInterval(); d > 0 {
-		var stop func()
-		ctx, stop = watch(ctx, proto.Transport(), d)
-		defer stop()
+		var w *watcher
+		ctx, w = watch(ctx, proto.Transport(), d)
+		defer w.stop()
 	}
 	if d := p.timeout(req); d > 0 {
 		var cancel context.CancelFunc

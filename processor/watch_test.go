@@ -38,14 +38,14 @@ func newSwitchable() *switchable {
 
 func TestWatchChecksEveryIntervalWhileTheClientStays(t *testing.T) {
 	trans := newSwitchable()
-	ctx, stop := watch(context.Background(), trans, time.Millisecond)
+	ctx, w := watch(context.Background(), trans, time.Millisecond)
 	if !poll.Until(5*time.Second, func() bool { return trans.checks.Load() >= 3 }) {
 		t.Fatalf("%d checks in 5 s at an interval of 1 ms, want 3 at least", trans.checks.Load())
 	}
 	if err := ctx.Err(); err != nil {
 		t.Fatalf("context ended while the client was connected: %v (cause %v)", err, context.Cause(ctx))
 	}
-	stop()
+	w.stop()
 	if !errors.Is(context.Cause(ctx), context.Canceled) || errors.Is(context.Cause(ctx), ErrClientGone) {
 		t.Errorf("cause after stop = %v, want context.Canceled", context.Cause(ctx))
 	}
@@ -60,8 +60,8 @@ func TestWatchChecksEveryIntervalWhileTheClientStays(t *testing.T) {
 
 func TestWatchCancelsWithErrClientGoneWhenTheClientLeaves(t *testing.T) {
 	trans := newSwitchable()
-	ctx, stop := watch(context.Background(), trans, time.Millisecond)
-	defer stop()
+	ctx, w := watch(context.Background(), trans, time.Millisecond)
+	defer w.stop()
 	// Some checks pass first, so that the one that fails is a re-armed
 	// timer's and not the first.
 	if !poll.Until(5*time.Second, func() bool { return trans.checks.Load() >= 2 }) {
@@ -86,11 +86,11 @@ func TestWatchCancelsWithErrClientGoneWhenTheClientLeaves(t *testing.T) {
 func TestWatchStoppedDuringACheckChecksNoMore(t *testing.T) {
 	trans := newSwitchable()
 	trans.hold = make(chan struct{})
-	_, stop := watch(context.Background(), trans, time.Millisecond)
+	_, w := watch(context.Background(), trans, time.Millisecond)
 	if !poll.Until(5*time.Second, func() bool { return trans.checks.Load() == 1 }) {
 		t.Fatal("no check began within 5 s at an interval of 1 ms")
 	}
-	stop() // while the first check is in IsOpen
+	w.stop() // while the first check is in IsOpen
 	close(trans.hold)
 	time.Sleep(20 * time.Millisecond)
 	if n := trans.checks.Load(); n != 1 {
@@ -106,7 +106,7 @@ func BenchmarkWatch(b *testing.B) {
 	trans := newSwitchable()
 	ctx := context.Background()
 	for b.Loop() {
-		_, stop := watch(ctx, trans, DefaultDisconnectCheck)
-		stop()
+		_, w := watch(ctx, trans, DefaultDisconnectCheck)
+		w.stop()
 	}
 }
