@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/apache/thrift/lib/go/thrift"
@@ -81,6 +83,40 @@ func serveCatalog(h catalog.Catalog, stack transport, opts ...processor.Option) 
 		_ = s.srv.AcceptLoop() // it returns nil after Stop; a failure shows as failed calls
 	}()
 	return s, nil
+}
+
+// fanningCatalog is what a service without batching offers a client that
+// needs many slow lookups in one round trip: a bulk method written to
+// overlap them. Its getProducts waits latency for each id on a goroutine of
+// its own, on a timer as the store's simulated latency waits, and answers
+// once every wait has; its other methods are the store's.
+type fanningCatalog struct {
+	*store.Handler // without latency of its own
+	latency        time.Duration
+}
+
+// GetProducts returns the products among ids that exist, in the order of
+// ids, each after a wait of h.latency, the waits overlapping; or ctx's error
+// if it ends first.
+func (h *fanningCatalog) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Product, error) {
+	found := make([]*catalog.Product, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			t := time.NewTimer(h.latency)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				found[i], _ = h.Lookup(id)
+			case <-ctx.Done():
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(found, func(p *catalog.Product) bool { return p == nil }), nil
 }
 
 // stop stops the server once every client connection is closed (TSimpleServer
