@@ -80,3 +80,88 @@ func TestRunHeldReusesItsScratch(t *testing.T) {
 		t.Error("no batch of 16 reused the scratch of the batch before it")
 	}
 }
+
+// panicky echoes, and panics for the text "panic".
+type panicky struct{ testsvc.Test }
+
+func (panicky) Echo(_ context.Context, s string) (string, error) {
+	if s == "panic" {
+		panic("echo panicked")
+	}
+	return s, nil
+}
+
+// TestRunDropsCallsThatMustNotRunAgain: the Call a handler panicked in, and
+// the Call whose arguments did not decode, may be left mid-struct, so the
+// batch drops them from its scratch instead of keeping them for the next
+// batch's calls at the same index; the Call of a call that returned is
+// kept. The next batch runs every index again.
+func TestRunDropsCallsThatMustNotRunAgain(t *testing.T) {
+	p, err := pool.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	d, err := New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encode := func(text string) []byte {
+		b, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	b := Batch{
+		Requests: []*batch.Request{
+			{Method: "echo", Arguments: encode("kept")},
+			{Method: "echo", Arguments: encode("panic")},
+			// Field 1, a string whose length runs past the input.
+			{Method: "echo", Arguments: []byte{0x18, 0xff, 0xff, 0x03}},
+		},
+		Functions: testsvc.NewTestProcessor(panicky{}).ProcessorMap(),
+		Protocol:  thrift.NewTCompactProtocolConf(thrift.NewTMemoryBuffer(), nil),
+	}
+	out, s, err := d.run(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Error != nil || len(out[0].Reply) == 0 {
+		t.Errorf("call 0: %+v, want a reply", out[0])
+	}
+	for i, code := range map[int]int32{1: thrift.INTERNAL_ERROR, 2: thrift.PROTOCOL_ERROR} {
+		if out[i].Error == nil || out[i].Error.Type != code {
+			t.Errorf("call %d: %+v, want error type %d", i, out[i], code)
+		}
+	}
+	if s.calls[0] == nil {
+		t.Error("the Call of the call that returned was dropped")
+	}
+	if s.calls[1] != nil {
+		t.Error("the Call the handler panicked in is kept for the next batch")
+	}
+	if s.calls[2] != nil {
+		t.Error("the Call whose arguments did not decode is kept for the next batch")
+	}
+	if !s.release(s.use) {
+		t.Fatal("release says a call was abandoned")
+	}
+
+	for i, text := range []string{"a", "b", "c"} {
+		b.Requests[i] = &batch.Request{Method: "echo", Arguments: encode(text)}
+	}
+	out, err = d.Run(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, text := range []string{"a", "b", "c"} {
+		var res testsvc.TestEchoResult
+		if out[i].Error != nil {
+			t.Fatalf("call %d of the next batch: %+v", i, out[i].Error)
+		}
+		if err := wire.Decode(context.Background(), wire.Compact, out[i].Reply, &res); err != nil || res.GetSuccess() != text {
+			t.Errorf("call %d of the next batch: %q, %v; want %q", i, res.GetSuccess(), err, text)
+		}
+	}
+}
