@@ -57,7 +57,7 @@ var scenarios = []scenario{
 	},
 	{
 		name:  "fanout",
-		title: "one batch of 256 calls with 5 ms of simulated latency each (a second server, processor defaults), and without",
+		title: "one batch of 256 calls with 5 ms of simulated latency each (a second server, processor defaults), without, and as one getProducts that overlaps the waits (a third server)",
 		run:   fanout,
 	},
 	{
@@ -272,6 +272,9 @@ func autobatchVsSequential(ctx context.Context, e *env) ([]figure, error) {
 
 // fanout: the simulated latency of one call ÷ the time of a batch of many
 // such calls, which the processor runs concurrently: 1 is perfect overlap.
+// Beside it: the same batch without latency, the same waits in a
+// hand-written getProducts that overlaps them (fanningCatalog), and the waits
+// alone on the pool and on goroutines of their own.
 func fanout(ctx context.Context, e *env) ([]figure, error) {
 	slow, err := e.server(e.plan.fanoutLatency, framed)
 	if err != nil {
