@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,9 @@ const (
 	DefaultMaxInFlight = 4
 )
 
+// dialTimeout bounds each dial an Auto makes after NewAuto's.
+const dialTimeout = 10 * time.Second
+
 // ErrClosed is returned by an Auto's calls after Close.
 var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 
@@ -41,24 +45,45 @@ var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 // call, whichever comes first, on one of at most MaxInFlight connections;
 // while they are all busy, calls gather for the next batch. Each caller gets
 // its own result; a caller whose ctx ends first returns ctx's error at once
-// and its result is discarded. A lone call therefore waits up to MaxWait
-// before it is sent, and pays for the batch's envelope (with the defaults,
-// 92 µs against 23 µs for the same call sent alone: the chart's one-call
-// point in docs/BENCHMARKS.md), and 100 concurrent calls cost one round trip
-// instead of 100.
+// and its result is discarded: a call whose ctx ended before its batch was
+// sent is left out of it, one sent already may still run on the server. A
+// lone call therefore waits up to MaxWait before it is sent, and pays for the
+// batch's envelope (with the defaults, 92 µs against 23 µs for the same call
+// sent alone: the chart's one-call point in docs/BENCHMARKS.md), and 100
+// concurrent calls cost one round trip instead of 100. A call's result comes
+// with its batch's reply: a quick call batched with a slow one returns when
+// the slow one does, or at its own deadline.
+//
+// A batch the server refuses as too many calls or bytes (no call of it ran)
+// is sent again as two halves, and a refusal for too many calls also halves
+// MaxBatch for the batches after it. Any other failure of a batch as a whole
+// (a *batch.BatchError, such as one reply making the response too large,
+// or a broken connection) fails every call in it.
 type Auto struct {
 	dial     func(context.Context) (*Client, error)
 	kind     wire.Kind
-	maxBatch int
+	maxBatch atomic.Int64 // lowered when the server refuses a batch as too many calls
 	maxWait  time.Duration
 
-	mu     sync.RWMutex // held for reading while enqueueing, for writing to close
-	closed bool
-	queue  chan *pending
-	stop   chan struct{}
-	idle   chan *Client  // connections not carrying a batch
-	tokens chan struct{} // connections that may still be dialed
-	wg     sync.WaitGroup
+	mu          sync.RWMutex // held for reading while a call enters the queue, for writing by Close
+	closed      bool
+	closeOnce   sync.Once
+	queue       chan *pending
+	stop        chan struct{}      // closed by Close
+	cancelDials context.CancelFunc // ends a dial in progress at Close
+	dialCtx     context.Context
+	idle        chan *Client    // connections not carrying a batch
+	tokens      chan struct{}   // connections that may still be dialed
+	dials       chan dialResult // the outcome of the dial in progress
+	dialing     bool            // a dial is in progress: touched by collect only
+	died        chan struct{}   // a connection was closed after a failed batch
+	wg          sync.WaitGroup
+}
+
+// dialResult is what a dial made for an Auto returned.
+type dialResult struct {
+	c   *Client
+	err error
 }
 
 var _ thrift.TClient = (*Auto)(nil)
@@ -73,7 +98,10 @@ type autoConfig struct {
 type AutoOption func(*autoConfig)
 
 // WithMaxBatch sets the most calls in one batch. The default is
-// DefaultMaxBatch (128); it must be positive.
+// DefaultMaxBatch (128); it must be positive. Keep it at or below the
+// server's limit (processor.WithMaxCalls, 10,000 by default): a batch the
+// server refuses as too many calls is sent again in halves, at the cost of
+// a round trip each time.
 func WithMaxBatch(n int) AutoOption { return func(c *autoConfig) { c.maxBatch = n } }
 
 // WithMaxWait sets how long a batch waits for more calls after its first.
@@ -84,14 +112,18 @@ func WithMaxBatch(n int) AutoOption { return func(c *autoConfig) { c.maxBatch = 
 func WithMaxWait(d time.Duration) AutoOption { return func(c *autoConfig) { c.maxWait = d } }
 
 // WithMaxInFlight sets the most batches in flight at once, which is also the
-// most connections the Auto dials. The default is DefaultMaxInFlight (4); it
-// must be positive.
+// most connections the Auto has open at once (a broken one is replaced). The
+// default is DefaultMaxInFlight (4); it must be positive.
 func WithMaxInFlight(n int) AutoOption { return func(c *autoConfig) { c.maxInFlight = n } }
 
 // NewAuto dials one connection with dial, to learn the protocol and fail
 // early, and returns an Auto that dials up to MaxInFlight connections as the
-// load needs them. dial must return a new Client on a new connection each
-// time. Close the Auto to close its connections and stop its goroutine.
+// load needs them, each dial bounded by 10 s and ended by Close. dial must
+// return a new Client on a new connection each time, over the protocol of the
+// first. A batch waiting for a connection takes whichever comes first, a
+// dialed one or one that a batch has freed; a dial's error fails it only when
+// no other connection is open or being dialed. Close the Auto to close its
+// connections and stop its goroutines.
 func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), opts ...AutoOption) (*Auto, error) {
 	cfg := autoConfig{maxBatch: DefaultMaxBatch, maxWait: DefaultMaxWait, maxInFlight: DefaultMaxInFlight}
 	for _, o := range opts {
@@ -106,16 +138,23 @@ func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), o
 		return nil, fmt.Errorf("client: max in flight must be positive, got %d", cfg.maxInFlight)
 	}
 	first, err := dial(ctx)
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("client: dial: %w", err)
+	case first == nil:
+		return nil, errors.New("client: dial returned neither a Client nor an error")
 	}
 	a := &Auto{
-		dial: dial, kind: first.kind, maxBatch: cfg.maxBatch, maxWait: cfg.maxWait,
+		dial: dial, kind: first.kind, maxWait: cfg.maxWait,
 		queue:  make(chan *pending, cfg.maxBatch),
 		stop:   make(chan struct{}),
 		idle:   make(chan *Client, cfg.maxInFlight),
 		tokens: make(chan struct{}, cfg.maxInFlight),
+		dials:  make(chan dialResult, 1),
+		died:   make(chan struct{}, 1),
 	}
+	a.maxBatch.Store(int64(cfg.maxBatch))
+	a.dialCtx, a.cancelDials = context.WithCancel(context.Background())
 	a.idle <- first
 	for range cfg.maxInFlight - 1 {
 		a.tokens <- struct{}{}
@@ -181,7 +220,7 @@ func (p *pending) finish(kind wire.Kind) error {
 	d := coder{kind: kind}
 	err := settle(&d, p.req.Method, p.resp, p.err, p.result)
 	d.release()
-	if err != nil && p.ctx.Err() != nil {
+	if err != nil && p.ctx.Err() != nil && byDeadline(err) {
 		// The caller's own deadline passed too: say so as an
 		// unbatched call would.
 		err = p.ctx.Err()
@@ -189,6 +228,26 @@ func (p *pending) finish(kind wire.Kind) error {
 	return err
 }
 
+// byDeadline reports whether err may be the work of a deadline: a call the
+// server stopped at the batch's deadline or canceled, or a failure of the
+// transport. The server's other answers (a declared exception, another
+// CallError, a *batch.BatchError, a TApplicationException) are the call's
+// own and stand.
+func byDeadline(err error) bool {
+	var ce *CallError
+	if errors.As(err, &ce) {
+		return ce.Code == batch.CALL_DEADLINE_EXCEEDED || ce.Code == batch.CALL_CANCELED
+	}
+	var ex thrift.TException
+	if errors.As(err, &ex) {
+		t := ex.TExceptionType()
+		return t == thrift.TExceptionTypeTransport || t == thrift.TExceptionTypeUnknown
+	}
+	return true
+}
+
+// enqueue puts p in the queue, waiting while it is full until ctx ends or
+// the Auto closes.
 func (a *Auto) enqueue(ctx context.Context, p *pending) error {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -200,26 +259,41 @@ func (a *Auto) enqueue(ctx context.Context, p *pending) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-a.stop:
+		return ErrClosed
 	}
 }
 
-// Close stops taking calls, waits for the batches in flight, answers calls
-// still queued with ErrClosed, and closes the connections.
+// Close stops taking calls (a call waiting for room in the queue returns
+// ErrClosed), ends a dial in progress, waits for the batches in flight,
+// answers the calls still queued with ErrClosed, and closes the connections.
+// A batch in flight ends when the server answers it or when its connection's
+// socket timeout passes (thrift.TConfiguration's SocketTimeout): without one,
+// a server that never answers keeps Close waiting. Close after the first
+// does nothing and returns nil.
 func (a *Auto) Close() error {
-	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
-		return nil
-	}
+	var err error
+	a.closeOnce.Do(func() { err = a.close() })
+	return err
+}
+
+func (a *Auto) close() error {
+	close(a.stop)
+	a.cancelDials()
+	a.mu.Lock() // once no call is entering the queue
 	a.closed = true
 	a.mu.Unlock()
-	close(a.stop)
 	a.wg.Wait()
+	a.drain() // calls that entered the queue after the collector's drain
 	var errs []error
 	for {
 		select {
 		case c := <-a.idle:
 			errs = append(errs, c.Close())
+		case r := <-a.dials:
+			if r.c != nil {
+				errs = append(errs, r.c.Close())
+			}
 		default:
 			return errors.Join(errs...)
 		}
@@ -235,25 +309,33 @@ func (a *Auto) collect() {
 		var calls []*pending
 		select {
 		case p := <-a.queue:
-			calls = append(make([]*pending, 0, a.maxBatch), p)
+			calls = append(make([]*pending, 0, a.batchLimit()), p)
 		case <-a.stop:
 			a.drain()
 			return
 		}
 		calls = a.gather(calls, timer)
 		c, err := a.acquire()
-		if err == nil {
-			// Calls that came while waiting for a connection ride along.
-			calls = a.takeQueued(calls)
-			a.wg.Add(1)
-			go a.send(c, calls)
+		if err != nil {
+			for _, p := range calls {
+				p.deliver(err)
+			}
 			continue
 		}
-		for _, p := range calls {
-			p.deliver(err)
+		// Calls that came while waiting for a connection ride along;
+		// calls whose callers have gone stay behind.
+		calls = slices.DeleteFunc(a.takeQueued(calls), func(p *pending) bool { return p.state.Load() == abandoned })
+		if len(calls) == 0 {
+			a.idle <- c
+			continue
 		}
+		a.wg.Add(1)
+		go a.send(c, calls)
 	}
 }
+
+// batchLimit is MaxBatch as it stands.
+func (a *Auto) batchLimit() int { return int(a.maxBatch.Load()) }
 
 // gather adds the calls that come within MaxWait of the first, up to
 // MaxBatch. A wait under a millisecond yields the processor in a loop: a Go
@@ -266,8 +348,8 @@ func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
 	}
 	if a.maxWait < time.Millisecond {
 		start := time.Now()
-		for len(calls) < a.maxBatch && time.Since(start) < a.maxWait {
-			if calls = a.takeQueued(calls); len(calls) < a.maxBatch {
+		for len(calls) < a.batchLimit() && time.Since(start) < a.maxWait {
+			if calls = a.takeQueued(calls); len(calls) < a.batchLimit() {
 				runtime.Gosched()
 			}
 		}
@@ -275,7 +357,7 @@ func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
 	}
 	timer.Reset(a.maxWait)
 	defer timer.Stop()
-	for len(calls) < a.maxBatch {
+	for len(calls) < a.batchLimit() {
 		select {
 		case p := <-a.queue:
 			calls = append(calls, p)
@@ -289,7 +371,7 @@ func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
 }
 
 func (a *Auto) takeQueued(calls []*pending) []*pending {
-	for len(calls) < a.maxBatch {
+	for len(calls) < a.batchLimit() {
 		select {
 		case p := <-a.queue:
 			calls = append(calls, p)
@@ -312,43 +394,118 @@ func (a *Auto) drain() {
 	}
 }
 
-// acquire returns an idle connection, or dials one while fewer than
-// MaxInFlight exist, or waits for one to come back.
+// acquire returns a connection for a batch: an idle one, or, while fewer
+// than MaxInFlight are open, one dialed on a goroutine of its own, or one
+// that another batch frees first. A dial's error is the batch's only when no
+// other connection is open or being dialed; otherwise the batch waits for one
+// to come back, and dials again only once a connection has been closed.
 func (a *Auto) acquire() (*Client, error) {
-	select {
-	case c := <-a.idle:
-		return c, nil
-	default:
-	}
-	select {
-	case c := <-a.idle:
-		return c, nil
-	case <-a.tokens:
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := a.dial(ctx)
-		if err != nil {
-			a.tokens <- struct{}{}
-			return nil, fmt.Errorf("thriftbatch: dial: %w", err)
+	var failed error // the last dial's, while other connections may come back
+	for {
+		select {
+		case c := <-a.idle:
+			return c, nil
+		default:
 		}
-		return c, nil
-	case <-a.stop:
-		return nil, ErrClosed
+		tokens := a.tokens
+		if a.dialing || failed != nil {
+			tokens = nil
+		}
+		select {
+		case c := <-a.idle:
+			return c, nil
+		case <-tokens:
+			a.dialing = true
+			a.wg.Add(1)
+			go a.dialOne()
+		case r := <-a.dials:
+			a.dialing = false
+			if r.err == nil {
+				return r.c, nil
+			}
+			if len(a.tokens) == cap(a.tokens) {
+				return nil, r.err // no connection to wait for
+			}
+			failed = r.err
+		case <-a.died:
+			failed = nil
+		case <-a.stop:
+			return nil, ErrClosed
+		}
 	}
 }
 
-// send executes one batch and hands each call its response.
+// dialOne dials a connection and hands the outcome to acquire through
+// dials, giving the connection's token back first if it failed.
+func (a *Auto) dialOne() {
+	defer a.wg.Done()
+	ctx, cancel := context.WithTimeout(a.dialCtx, dialTimeout)
+	defer cancel()
+	c, err := a.dial(ctx)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("thriftbatch: dial: %w", err)
+	case c == nil:
+		err = errors.New("thriftbatch: dial returned neither a Client nor an error")
+	case c.kind != a.kind:
+		err = fmt.Errorf("thriftbatch: dial returned a Client over the %v protocol, the Auto's first was over %v", c.kind, a.kind)
+		c.Close()
+		c = nil
+	}
+	if err != nil {
+		a.tokens <- struct{}{}
+	}
+	a.dials <- dialResult{c, err}
+}
+
+// send executes one batch on c, hands each call its response, and gives c
+// back, or closes it when it broke.
 func (a *Auto) send(c *Client, calls []*pending) {
 	defer a.wg.Done()
+	if err := a.execute(c, calls); err != nil {
+		// The connection may be out of step with the server: replace it.
+		c.Close()
+		a.tokens <- struct{}{}
+		select {
+		case a.died <- struct{}{}:
+		default: // a batch waiting for a connection is told already
+		}
+		return
+	}
+	a.idle <- c
+}
+
+// execute sends calls on c as one batch and hands each call its response.
+// When the server refuses the batch as too many calls or bytes, which it
+// does before running any, it sends the calls again as two halves, one
+// after the other, and after too many calls lowers MaxBatch to the half.
+// It returns the error that broke c, if one did.
+func (a *Auto) execute(c *Client, calls []*pending) error {
 	requests := make([]*batch.Request, len(calls))
-	ctx, cancel := batchContext(calls)
-	defer cancel()
 	for i, p := range calls {
 		requests[i] = &p.req
 	}
+	ctx, cancel := batchContext(calls)
 	// Each caller decodes its own reply later: the responses must outlive
 	// this call.
 	responses, err := c.execute(ctx, requests, false, false)
+	cancel()
+	var be *batch.BatchError
+	isBatchError := errors.As(err, &be)
+	if isBatchError && len(calls) > 1 &&
+		(be.Code == batch.BatchErrorCode_TOO_MANY_CALLS || be.Code == batch.BatchErrorCode_TOO_MANY_BYTES) {
+		half := len(calls) / 2
+		if be.Code == batch.BatchErrorCode_TOO_MANY_CALLS {
+			a.lowerMaxBatch(half)
+		}
+		if err := a.execute(c, calls[:half]); err != nil {
+			for _, p := range calls[half:] {
+				p.deliver(fmt.Errorf("thriftbatch: connection broken by the first half of a batch sent in halves: %w", err))
+			}
+			return err
+		}
+		return a.execute(c, calls[half:])
+	}
 	for i, p := range calls {
 		if !p.state.CompareAndSwap(waiting, delivering) {
 			continue // its caller has gone
@@ -359,14 +516,20 @@ func (a *Auto) send(c *Client, calls []*pending) {
 		}
 		close(p.done)
 	}
-	var be *batch.BatchError
-	if err != nil && !errors.As(err, &be) {
-		// The connection may be out of step with the server: replace it.
-		c.Close()
-		a.tokens <- struct{}{}
-		return
+	if err != nil && !isBatchError {
+		return err
 	}
-	a.idle <- c
+	return nil
+}
+
+// lowerMaxBatch lowers MaxBatch to n, unless it is at or below n already.
+func (a *Auto) lowerMaxBatch(n int) {
+	for {
+		cur := a.maxBatch.Load()
+		if int64(n) >= cur || a.maxBatch.CompareAndSwap(cur, int64(n)) {
+			return
+		}
+	}
 }
 
 // deliver ends a call with err, unless its caller has gone.

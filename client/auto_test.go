@@ -1,0 +1,258 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
+
+	"github.com/thriftbatch/thriftbatch/client"
+	"github.com/thriftbatch/thriftbatch/processor"
+	"github.com/thriftbatch/thriftbatch/tests/testsvc"
+)
+
+// testBound bounds every call of these tests, so that a call nobody answers
+// fails the test instead of hanging it.
+const testBound = 20 * time.Second
+
+// sleepyInFlight starts a Sleepy of ms on tc and waits until h runs it. The
+// returned channel gives its error once it returns.
+func sleepyInFlight(t *testing.T, h *svc, tc *testsvc.TestClient, ms int32) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testBound)
+		defer cancel()
+		_, err := tc.Sleepy(ctx, ms, 1)
+		done <- err
+	}()
+	for deadline := time.Now().Add(testBound); h.sleeping.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sleepy call never started")
+		}
+	}
+	return done
+}
+
+// TestAutoCloseAnswersWaitingCallsAtOnce: calls waiting behind a batch in
+// flight (gathered for the next batch, queued, or waiting for room in the
+// queue) get ErrClosed as soon as Close begins, not once the batch in flight
+// has ended; Close itself returns once that batch has.
+func TestAutoCloseAnswersWaitingCallsAtOnce(t *testing.T) {
+	h := &svc{}
+	auto := mustAuto(t, start(t, h).auto, client.WithMaxInFlight(1), client.WithMaxBatch(1), client.WithMaxWait(0))
+	slow := sleepyInFlight(t, h, testsvc.NewTestClient(auto), 1000)
+
+	const waiting = 4 // one gathered, one queued, two waiting for room
+	echoes := make(chan error, waiting)
+	for range waiting {
+		go func() {
+			_, err := testsvc.NewTestClient(auto).Echo(context.Background(), "late")
+			echoes <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // for them to reach their places
+	closed := make(chan error, 1)
+	go func() { closed <- auto.Close() }()
+
+	for range waiting {
+		select {
+		case err := <-echoes:
+			if !errors.Is(err, client.ErrClosed) {
+				t.Errorf("a call waiting at Close = %v, want ErrClosed", err)
+			}
+		case err := <-slow:
+			t.Fatalf("the batch in flight ended (%v) before the calls waiting behind it were answered", err)
+		case <-time.After(testBound):
+			t.Fatal("a call waiting at Close was never answered")
+		}
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("the batch in flight at Close: %v, want its reply", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// gatedDial is an Auto's dial whose first dial connects at once and whose
+// later ones wait for release, or fail with refuse's error when it is set.
+type gatedDial struct {
+	dial    dialer
+	n       atomic.Int64
+	release chan struct{}
+	refuse  atomic.Pointer[error]
+	ended   atomic.Int64 // later dials that returned because ctx ended
+}
+
+func (g *gatedDial) auto(ctx context.Context) (*client.Client, error) {
+	if g.n.Add(1) == 1 {
+		return g.dial(ctx)
+	}
+	if err := g.refuse.Load(); err != nil {
+		return nil, *err
+	}
+	select {
+	case <-g.release:
+		return g.dial(ctx)
+	case <-ctx.Done():
+		g.ended.Add(1)
+		return nil, ctx.Err()
+	}
+}
+
+// TestAutoTakesAFreedConnectionWhileDialing: a batch that needs a
+// connection while the only one is busy starts a dial, but takes the busy
+// connection once it comes back rather than wait for a slow dial; Close ends
+// the dial still in progress.
+func TestAutoTakesAFreedConnectionWhileDialing(t *testing.T) {
+	h := &svc{}
+	g := &gatedDial{dial: start(t, h), release: make(chan struct{})}
+	auto, err := client.NewAuto(context.Background(), g.auto, client.WithMaxInFlight(2), client.WithMaxWait(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := sleepyInFlight(t, h, testsvc.NewTestClient(auto), 200)
+	ctx, cancel := context.WithTimeout(context.Background(), testBound)
+	defer cancel()
+	if got, err := testsvc.NewTestClient(auto).Echo(ctx, "meanwhile"); err != nil || got != "meanwhile" {
+		t.Fatalf("echo while the second connection is being dialed = %q, %v", got, err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if n := g.n.Load(); n != 2 {
+		t.Fatalf("%d dials, want the first and the one in progress", n)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- auto.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(testBound):
+		t.Fatal("Close waits for a dial in progress")
+	}
+	if g.ended.Load() != 1 {
+		t.Error("the dial in progress was not ended by Close")
+	}
+}
+
+// TestAutoWaitsForAnOpenConnectionWhenADialFails: a dial that fails while
+// another connection is open fails no call: the batch goes on that
+// connection once it is free.
+func TestAutoWaitsForAnOpenConnectionWhenADialFails(t *testing.T) {
+	h := &svc{}
+	g := &gatedDial{dial: start(t, h)}
+	refused := errors.New("too many open files")
+	g.refuse.Store(&refused)
+	auto := mustAuto(t, g.auto, client.WithMaxInFlight(2), client.WithMaxWait(0))
+	slow := sleepyInFlight(t, h, testsvc.NewTestClient(auto), 100)
+	ctx, cancel := context.WithTimeout(context.Background(), testBound)
+	defer cancel()
+	if got, err := testsvc.NewTestClient(auto).Echo(ctx, "after"); err != nil || got != "after" {
+		t.Fatalf("echo while dials fail and a connection is busy = %q, %v", got, err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if g.n.Load() < 2 {
+		t.Fatal("no dial was tried: the test proves nothing")
+	}
+}
+
+// TestAutoSplitsABatchOfTooManyCalls: a server that takes at most 4 calls a
+// batch refuses the Auto's larger batches before running any call; the Auto
+// sends them again in halves, so every call is answered.
+func TestAutoSplitsABatchOfTooManyCalls(t *testing.T) {
+	h := &svc{}
+	auto := mustAuto(t, start(t, h, processor.WithMaxCalls(4)).auto,
+		client.WithMaxInFlight(1), client.WithMaxWait(20*time.Millisecond))
+	const callers = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := range callers {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), testBound)
+			defer cancel()
+			want := strings.Repeat("x", i)
+			if got, err := testsvc.NewTestClient(auto).Echo(ctx, want); err != nil || got != want {
+				errs <- errors.Join(err, errors.New("echo "+got))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := h.batches.Load(); n < callers/4 {
+		t.Errorf("%d batches answered %d calls, at most 4 each: some were not sent", n, callers)
+	}
+}
+
+// TestAutoLeavesOutCallsWhoseCallersHaveGone: a call whose ctx ends while
+// it waits for a connection is not sent once one is free.
+func TestAutoLeavesOutCallsWhoseCallersHaveGone(t *testing.T) {
+	h := &svc{}
+	auto := mustAuto(t, start(t, h).auto, client.WithMaxInFlight(1), client.WithMaxWait(0))
+	slow := sleepyInFlight(t, h, testsvc.NewTestClient(auto), 300)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := testsvc.NewTestClient(auto).Note(ctx, "gone"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a oneway call past its deadline = %v", err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	// A later call goes after the batch the note would have been in.
+	ctx, cancel = context.WithTimeout(context.Background(), testBound)
+	defer cancel()
+	if _, err := testsvc.NewTestClient(auto).Echo(ctx, "later"); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.notes.Load(); n != 0 {
+		t.Errorf("the server ran %d notes whose caller had gone before they were sent", n)
+	}
+}
+
+// TestAutoChecksWhatDialReturns: a dial that returns neither a Client nor an
+// error, or a Client over another protocol than the first, is an error
+// naming what was wrong, not a panic or a batch over the wrong protocol.
+func TestAutoChecksWhatDialReturns(t *testing.T) {
+	nothing := func(context.Context) (*client.Client, error) { return nil, nil }
+	if _, err := client.NewAuto(context.Background(), nothing); err == nil {
+		t.Error("NewAuto took a dial that returned nothing")
+	}
+
+	dial := start(t, &svc{})
+	var first atomic.Pointer[client.Client]
+	var binary atomic.Bool
+	auto := mustAuto(t, func(ctx context.Context) (*client.Client, error) {
+		if binary.Load() {
+			return client.New(thrift.NewTBinaryProtocolConf(thrift.NewTMemoryBuffer(), nil))
+		}
+		c, err := dial(ctx)
+		if err == nil {
+			first.CompareAndSwap(nil, c)
+		}
+		return c, err
+	}, client.WithMaxInFlight(1))
+	tc := testsvc.NewTestClient(auto)
+	ctx, cancel := context.WithTimeout(context.Background(), testBound)
+	defer cancel()
+	first.Load().Close() // the connection breaks under the Auto
+	if _, err := tc.Echo(ctx, "broken"); err == nil {
+		t.Fatal("a call on a closed connection succeeded")
+	}
+	binary.Store(true)
+	if _, err := tc.Echo(ctx, "other protocol"); err == nil || !strings.Contains(err.Error(), "protocol") {
+		t.Errorf("a call on a connection dialed over another protocol = %v, want an error naming the protocol", err)
+	}
+}
