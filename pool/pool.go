@@ -40,6 +40,12 @@ const (
 	DefaultExpiry = 10 * time.Second
 	// DefaultRampUp is the step at which a batch adds helpers (WithRampUp).
 	DefaultRampUp = 20 * time.Microsecond
+	// MaxPreAllocSize is the largest size of a pre-allocated pool
+	// (WithPreAlloc), whose worker queue New allocates whole: 16 bytes a
+	// worker on a 64-bit platform, 16 MiB at this size. A pool that is not
+	// pre-allocated has no such limit: its queue grows with the workers
+	// started.
+	MaxPreAllocSize = 1 << 20
 
 	minWaitInterval = 50 * time.Microsecond // the first retry of a Wait batch's hand-off
 	maxWaitInterval = time.Millisecond      // and the longest pause between retries
@@ -100,6 +106,7 @@ type Pool struct {
 	rampUp   time.Duration
 
 	gate     drain.Gate
+	closed   atomic.Bool // Close has begun
 	counters counters
 }
 
@@ -114,6 +121,7 @@ type counters struct {
 	rejected     atomic.Uint64
 	inline       atomic.Uint64
 	abandoned    atomic.Uint64
+	stuck        atomic.Int64 // calls abandoned and not yet returned; may read -1 for a moment
 }
 
 // Stats is a snapshot of a pool's state and counters. Counters count from
@@ -201,7 +209,8 @@ type Option func(*config)
 func WithSize(n int) Option { return func(c *config) { c.size = n } }
 
 // WithPreAlloc allocates the worker queue for the full size up front. The
-// default is false. A pre-allocated pool cannot be resized with Tune.
+// default is false. A pre-allocated pool cannot be resized with Tune, and
+// its size must be at most MaxPreAllocSize (1,048,576).
 func WithPreAlloc(b bool) Option { return func(c *config) { c.preAlloc = b } }
 
 // WithExpiry sets how long an idle worker lives before its goroutine exits.
@@ -231,13 +240,15 @@ func New(opts ...Option) (*Pool, error) {
 	}
 	switch {
 	case cfg.size <= 0:
-		return nil, fmt.Errorf("pool: size must be positive, got %d", cfg.size)
+		return nil, fmt.Errorf("pool: WithSize: size must be positive, got %d", cfg.size)
+	case cfg.preAlloc && cfg.size > MaxPreAllocSize:
+		return nil, fmt.Errorf("pool: WithPreAlloc: a pre-allocated pool holds at most MaxPreAllocSize (%d) workers, WithSize gave %d", MaxPreAllocSize, cfg.size)
 	case cfg.expiry <= 0:
-		return nil, fmt.Errorf("pool: worker expiry must be positive, got %v", cfg.expiry)
+		return nil, fmt.Errorf("pool: WithExpiry: expiry must be positive, got %v", cfg.expiry)
 	case cfg.rampUp <= 0:
-		return nil, fmt.Errorf("pool: ramp-up interval must be positive, got %v", cfg.rampUp)
+		return nil, fmt.Errorf("pool: WithRampUp: ramp-up interval must be positive, got %v", cfg.rampUp)
 	case cfg.policy < CallerRuns || cfg.policy > Reject:
-		return nil, fmt.Errorf("pool: unknown overload policy %v", cfg.policy)
+		return nil, fmt.Errorf("pool: WithPolicy: unknown overload policy %v", cfg.policy)
 	}
 	workers, err := ants.NewPool(cfg.size,
 		ants.WithNonblocking(true), // the policies decide what happens when the pool is full
@@ -285,10 +296,14 @@ func (p *Pool) Tune(size int) error {
 
 // Close stops new batches (Run returns ErrClosed), waits until the batches in
 // flight have returned or ctx is done, then releases the workers, waiting for
-// them to exit within what is left of ctx. It returns ctx's error when ctx
-// ended first; workers stuck in calls that never return are then left behind.
-// Calling Close again returns nil once the first call has finished.
+// them to exit within what is left of ctx (not at all once ctx is done). It
+// returns ctx's error when ctx ended while a batch was still in Run, or while
+// a worker was still running a call abandoned at its batch's deadline; such
+// workers are left behind and exit when their calls return. With nothing in
+// flight it returns nil, whatever ctx says. Calling Close again returns nil
+// once the first call has finished.
 func (p *Pool) Close(ctx context.Context) error {
+	p.closed.Store(true)
 	err := p.gate.Close(ctx)
 	if p.workers.IsClosed() {
 		return err
@@ -297,11 +312,25 @@ func (p *Pool) Close(ctx context.Context) error {
 		p.workers.Release()
 		return err
 	}
-	if rerr := p.workers.ReleaseContext(ctx); rerr != nil {
-		return fmt.Errorf("pool: release workers: %w", rerr)
+	var rerr error
+	if ctx.Err() == nil {
+		rerr = p.workers.ReleaseContext(ctx)
+	} else { // nothing left to wait with: release and go
+		p.workers.Release()
+		rerr = ctx.Err()
+	}
+	// Idle workers, and helpers that came too late to find a call, exit
+	// at once on release: only a call abandoned at its deadline and still
+	// running is worth ctx's error.
+	if n := p.counters.stuck.Load(); rerr != nil && !errors.Is(rerr, ants.ErrPoolClosed) && n > 0 {
+		return fmt.Errorf("pool: calls abandoned at their deadline still running (%d): %w", n, rerr)
 	}
 	return nil
 }
+
+// IsClosed reports whether Close has begun: Run then returns ErrClosed. It
+// costs an atomic load.
+func (p *Pool) IsClosed() bool { return p.closed.Load() }
 
 // Status is what became of one index of a Run.
 type Status uint32
@@ -725,7 +754,9 @@ func (r *run[T]) one(i int, done <-chan struct{}) (settled, ran uint64) {
 	}
 	v, ok := r.call(i)
 	if !ok {
-		st.CompareAndSwap(uint32(statusRunning), uint32(StatusPanicked))
+		if !st.CompareAndSwap(uint32(statusRunning), uint32(StatusPanicked)) {
+			r.c.stuck.Add(-1) // abandoned while it ran
+		}
 		return 1, 1
 	}
 	// Only the goroutine that moves running to writing may write slot i;
@@ -734,6 +765,8 @@ func (r *run[T]) one(i int, done <-chan struct{}) (settled, ran uint64) {
 	if st.CompareAndSwap(uint32(statusRunning), uint32(statusWriting)) {
 		r.res.Values[i] = v
 		st.Store(uint32(StatusDone))
+	} else {
+		r.c.stuck.Add(-1) // abandoned while it ran
 	}
 	return 1, 1
 }
@@ -769,6 +802,7 @@ func (r *run[T]) settle(s Status) {
 
 func (r *run[T]) countAbandoned() bool {
 	r.c.abandoned.Add(1)
+	r.c.stuck.Add(1)
 	return true
 }
 

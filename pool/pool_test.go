@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -664,6 +665,68 @@ func TestClose(t *testing.T) {
 		close(release)
 		<-ran
 	})
+	t.Run("Close of an idle pool with a done context returns nil", func(t *testing.T) {
+		// Several times: the release once chose at random between the
+		// done context and the workers' exit.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		for i := range 8 {
+			p, err := pool.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 1 { // with workers started, idle again
+				if _, err := pool.Run(context.Background(), p, 4, 0, func(i int) int { return i }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Close(ctx); err != nil {
+				t.Errorf("Close #%d with a canceled context and nothing in flight = %v, want nil", i+1, err)
+			}
+			if !p.IsClosed() {
+				t.Error("IsClosed() = false after Close")
+			}
+		}
+	})
+	t.Run("Close with a done context and a call abandoned at its deadline returns the context's error", func(t *testing.T) {
+		p, err := pool.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		release, returned := make(chan struct{}), make(chan struct{})
+		runCtx, cancelRun := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancelRun()
+		res, err := pool.Run(runCtx, p, 1, 0, func(int) int {
+			defer close(returned)
+			<-release
+			return 0
+		})
+		if err != nil || res.Status(0) != pool.StatusAbandoned {
+			t.Fatalf("Run = %v, %v; want the call abandoned", res.Status(0), err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := p.Close(ctx); !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "pool: ") {
+			t.Errorf("Close with a worker held by an abandoned call = %v, want pool: ... context canceled", err)
+		}
+		close(release)
+		<-returned
+	})
+	t.Run("IsClosed reports whether Close has begun", func(t *testing.T) {
+		p, err := pool.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.IsClosed() {
+			t.Error("IsClosed() = true on a new pool")
+		}
+		if err := p.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !p.IsClosed() {
+			t.Error("IsClosed() = false after Close")
+		}
+	})
 	t.Run("Close again returns nil", func(t *testing.T) {
 		p, err := pool.New()
 		if err != nil {
@@ -741,17 +804,18 @@ func TestRunningCountsBusyWorkers(t *testing.T) {
 
 func TestNewRefusesInvalidOptions(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		opt  pool.Option
+		name   string
+		opt    pool.Option
+		option string // the option the error names
 	}{
-		{"a zero size", pool.WithSize(0)},
-		{"a negative size", pool.WithSize(-1)},
-		{"a zero expiry", pool.WithExpiry(0)},
-		{"a negative expiry", pool.WithExpiry(-time.Second)},
-		{"a zero ramp-up", pool.WithRampUp(0)},
-		{"a negative ramp-up", pool.WithRampUp(-time.Microsecond)},
-		{"an unknown policy", pool.WithPolicy(pool.Policy(3))},
-		{"a negative policy", pool.WithPolicy(pool.Policy(-1))},
+		{"a zero size", pool.WithSize(0), "WithSize"},
+		{"a negative size", pool.WithSize(-1), "WithSize"},
+		{"a zero expiry", pool.WithExpiry(0), "WithExpiry"},
+		{"a negative expiry", pool.WithExpiry(-time.Second), "WithExpiry"},
+		{"a zero ramp-up", pool.WithRampUp(0), "WithRampUp"},
+		{"a negative ramp-up", pool.WithRampUp(-time.Microsecond), "WithRampUp"},
+		{"an unknown policy", pool.WithPolicy(pool.Policy(3)), "WithPolicy"},
+		{"a negative policy", pool.WithPolicy(pool.Policy(-1)), "WithPolicy"},
 	} {
 		t.Run("New refuses "+tc.name, func(t *testing.T) {
 			p, err := pool.New(tc.opt)
@@ -762,8 +826,27 @@ func TestNewRefusesInvalidOptions(t *testing.T) {
 			if p != nil {
 				t.Errorf("New returned a Pool along with %v", err)
 			}
+			if want := "pool: " + tc.option + ": "; !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("New: %q, want it to start %q", err, want)
+			}
 		})
 	}
+	for _, size := range []int{pool.MaxPreAllocSize + 1, 1 << 60} {
+		t.Run(fmt.Sprintf("New refuses a pre-allocated pool of %d workers", size), func(t *testing.T) {
+			p, err := pool.New(pool.WithSize(size), pool.WithPreAlloc(true))
+			if err == nil {
+				p.Close(context.Background())
+				t.Fatal("New returned no error")
+			}
+			if want := "pool: WithPreAlloc: "; !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("New: %q, want it to start %q", err, want)
+			}
+		})
+	}
+	t.Run("New accepts a pre-allocated pool of MaxPreAllocSize workers, and a larger one not pre-allocated", func(t *testing.T) {
+		newPool(t, pool.WithSize(pool.MaxPreAllocSize), pool.WithPreAlloc(true))
+		newPool(t, pool.WithSize(1<<60))
+	})
 	t.Run("New accepts every valid option", func(t *testing.T) {
 		p := newPool(t, pool.WithSize(3), pool.WithPreAlloc(true), pool.WithExpiry(time.Second),
 			pool.WithPolicy(pool.Reject), pool.WithRampUp(time.Millisecond))

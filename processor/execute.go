@@ -15,7 +15,7 @@ import (
 // batchFunction serves executeBatch. It answers as the function the Thrift
 // compiler generates for batch.BatchService would: the same replies, and
 // exceptions of the same types and codes (the text of a PROTOCOL_ERROR
-// names what failed in words of its own). It differs in two ways that the
+// names what failed in words of its own). It differs in three ways that the
 // generated function cannot:
 //
 //   - Over the compact protocol on a framed transport, the most common
@@ -29,6 +29,9 @@ import (
 //     it; bytes after it fail the message rather than be lost.
 //   - It starts no connectivity watcher of its own: execute starts one per
 //     batch (see watchInterval).
+//   - A batch on a protocol it cannot serve (wire.KindOf) is answered with
+//     the INVALID_PROTOCOL TApplicationException execute returns, as it is;
+//     the generated function would wrap any error in an INTERNAL_ERROR.
 type batchFunction struct{ p *Processor }
 
 func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.TProtocol) (bool, thrift.TException) {
@@ -51,7 +54,13 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	in.ReadMessageEnd(ctx)
 
 	var result batch.BatchServiceExecuteBatchResult
-	resp, release, herr := f.p.execute(ctx, proto, args.Request, skipped)
+	// The batch is in flight from here until its answer has been written
+	// (the deferred calls run after the write, release before Exit).
+	resp, release, herr := (*batch.BatchResponse)(nil), noRelease, f.p.enter()
+	if herr == nil {
+		defer f.p.gate.Exit()
+		resp, release, herr = f.p.execute(ctx, proto, args.Request, skipped)
+	}
 	// The replies may be held in their calls' buffers until written; the
 	// request's memory serves another batch once no call reads it.
 	defer func() {
@@ -69,7 +78,12 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		case errors.Is(herr, thrift.ErrAbandonRequest):
 			return false, terr
 		default:
-			x := thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
+			// An exception execute built (INVALID_PROTOCOL) goes as it
+			// is; any other error as the generated code sends it.
+			var x thrift.TApplicationException
+			if !errors.As(herr, &x) {
+				x = thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
+			}
 			if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
 				return false, thrift.WrapTException(werr)
 			}

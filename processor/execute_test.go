@@ -171,6 +171,10 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 	defer p.Close(context.Background())
 	ours := batchFunction{p}
 	gen := batch.NewBatchServiceProcessor(handlerFunc(func(ctx context.Context, req *batch.BatchRequest) (*batch.BatchResponse, error) {
+		if err := p.enter(); err != nil {
+			return nil, err
+		}
+		defer p.gate.Exit()
 		resp, release, err := p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req, 0)
 		// The generated function writes the response after this returns:
 		// hand it a copy of the responses, which outlives the release.
@@ -401,4 +405,46 @@ func TestProcessHandsItsRequestMemoryOn(t *testing.T) {
 		}
 	}
 	t.Error("no batch of 16 handed the memory of its request on")
+}
+
+// opaque is a protocol the processor does not know: its embedded field is
+// not a thrift.TProtocol, so wire.KindOf cannot see the binary protocol in it.
+type opaque struct{ *thrift.TBinaryProtocol }
+
+// TestAnUnknownProtocolIsAnsweredInvalidProtocol: a batch on a protocol the
+// processor cannot encode calls for is answered with the INVALID_PROTOCOL
+// TApplicationException execute builds, unchanged, not wrapped in an
+// INTERNAL_ERROR.
+func TestAnUnknownProtocolIsAnsweredInvalidProtocol(t *testing.T) {
+	p, err := New(testsvc.NewTestProcessor(echoHandler{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ctx := context.Background()
+	in, out := thrift.NewTMemoryBuffer(), thrift.NewTMemoryBuffer()
+	w := thrift.NewTBinaryProtocolConf(in, nil)
+	if err := (&batch.BatchServiceExecuteBatchArgs{Request: &batch.BatchRequest{}}).Write(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	proto := opaque{thrift.NewTBinaryProtocolConf(in, nil)}
+	ok, terr := batchFunction{p}.Process(context.WithValue(ctx, protocolKey{}, proto), 5, proto, thrift.NewTBinaryProtocolConf(out, nil))
+	if !ok || terr == nil {
+		t.Errorf("Process = %v, %v; want true and the exception", ok, terr)
+	}
+	r := thrift.NewTBinaryProtocolConf(out, nil)
+	_, typ, seq, err := r.ReadMessageBegin(ctx)
+	if err != nil || typ != thrift.EXCEPTION || seq != 5 {
+		t.Fatalf("answer header: type %v, seqid %d, %v; want an EXCEPTION with seqid 5", typ, seq, err)
+	}
+	ex := thrift.NewTApplicationException(0, "")
+	if err := ex.Read(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if ex.TypeId() != thrift.INVALID_PROTOCOL || strings.Contains(ex.Error(), "Internal error") || !strings.Contains(ex.Error(), "opaque") {
+		t.Errorf("exception %d %q, want INVALID_PROTOCOL (%d) naming the protocol's type", ex.TypeId(), ex.Error(), thrift.INVALID_PROTOCOL)
+	}
+	if s := p.Stats(); s.BatchesInFlight != 0 || s.Refused != 0 {
+		t.Errorf("Stats() = %+v; want no batch in flight, none refused with a BatchError", s)
+	}
 }

@@ -36,14 +36,24 @@ const (
 	// DefaultDisconnectCheck is how often a batch checks its client is
 	// still there (WithDisconnectCheck).
 	DefaultDisconnectCheck = 5 * time.Millisecond
+	// MinDisconnectCheck is the shortest interval WithDisconnectCheck
+	// accepts, 0 (off) aside: a check every few nanoseconds would keep a
+	// core busy for every batch in flight.
+	MinDisconnectCheck = time.Millisecond
 )
 
 type config struct {
 	log zerolog.Logger
 
 	pool       *pool.Pool
-	poolOpts   []pool.Option
-	ownPoolSet bool
+	poolSet    bool // WithPool given, even with nil
+	ownPoolSet bool // an option of the processor's own pool given
+
+	// The processor's own pool (pool.New's options).
+	poolSize     int
+	poolPreAlloc bool
+	poolExpiry   time.Duration
+	poolPolicy   pool.Policy
 
 	maxConcurrency int
 
@@ -59,6 +69,8 @@ type config struct {
 	allow map[string]bool // nil: every method
 	deny  map[string]bool
 	hook  dispatcher.Hook
+
+	err error // the first invalid option an option found itself
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -72,31 +84,54 @@ func newConfig(opts []Option) (*config, error) {
 		compressThreshold:    DefaultCompressThreshold,
 		maxTimeout:           DefaultMaxTimeout,
 		disconnectCheck:      DefaultDisconnectCheck,
+		poolSize:             pool.DefaultSize,
+		poolExpiry:           pool.DefaultExpiry,
+		poolPolicy:           pool.CallerRuns,
 	}
 	for _, o := range opts {
 		o(c)
 	}
+	if c.err != nil {
+		return nil, c.err
+	}
 	switch {
-	case c.pool != nil && c.ownPoolSet:
-		return nil, fmt.Errorf("processor: WithPool cannot be combined with the options that configure a pool of the processor's own")
+	case c.poolSet && c.pool == nil:
+		return nil, errors.New("processor: WithPool: nil pool; leave the option out for a pool of the processor's own")
+	case c.poolSet && c.ownPoolSet:
+		return nil, errors.New("processor: WithPool cannot be combined with WithPoolSize, WithPoolPreAlloc, WithWorkerExpiry or WithOverloadPolicy, which configure a pool of the processor's own")
+	case c.poolSet && c.pool.IsClosed():
+		return nil, errors.New("processor: WithPool: the pool is closed")
+	case c.poolSize <= 0:
+		return nil, fmt.Errorf("processor: WithPoolSize: size must be positive, got %d", c.poolSize)
+	case c.poolPreAlloc && c.poolSize > pool.MaxPreAllocSize:
+		return nil, fmt.Errorf("processor: WithPoolPreAlloc: a pre-allocated pool holds at most pool.MaxPreAllocSize (%d) workers, WithPoolSize gave %d", pool.MaxPreAllocSize, c.poolSize)
+	case c.poolExpiry <= 0:
+		return nil, fmt.Errorf("processor: WithWorkerExpiry: expiry must be positive, got %v", c.poolExpiry)
+	case c.poolPolicy < pool.CallerRuns || c.poolPolicy > pool.Reject:
+		return nil, fmt.Errorf("processor: WithOverloadPolicy: unknown policy %v", c.poolPolicy)
 	case c.maxConcurrency < 0:
-		return nil, fmt.Errorf("processor: max concurrency must not be negative, got %d", c.maxConcurrency)
+		return nil, fmt.Errorf("processor: WithMaxConcurrency: must not be negative, got %d", c.maxConcurrency)
 	case c.maxCalls < 0:
-		return nil, fmt.Errorf("processor: max calls must not be negative, got %d", c.maxCalls)
+		return nil, fmt.Errorf("processor: WithMaxCalls: must not be negative, got %d", c.maxCalls)
 	case c.maxRequestBytes < 0:
-		return nil, fmt.Errorf("processor: max request bytes must not be negative, got %d", c.maxRequestBytes)
+		return nil, fmt.Errorf("processor: WithMaxRequestBytes: must not be negative, got %d", c.maxRequestBytes)
 	case c.maxDecompressedBytes <= 0:
-		return nil, fmt.Errorf("processor: max decompressed bytes must be positive, got %d", c.maxDecompressedBytes)
+		return nil, fmt.Errorf("processor: WithMaxDecompressedBytes: must be positive, got %d", c.maxDecompressedBytes)
 	case c.maxResponseBytes < 0:
-		return nil, fmt.Errorf("processor: max response bytes must not be negative, got %d", c.maxResponseBytes)
+		return nil, fmt.Errorf("processor: WithMaxResponseBytes: must not be negative, got %d", c.maxResponseBytes)
 	case c.compressThreshold < 0:
-		return nil, fmt.Errorf("processor: compress threshold must not be negative, got %d", c.compressThreshold)
+		return nil, fmt.Errorf("processor: WithCompressThreshold: must not be negative, got %d", c.compressThreshold)
 	case c.maxTimeout < 0:
-		return nil, fmt.Errorf("processor: max timeout must not be negative, got %v", c.maxTimeout)
-	case c.disconnectCheck < 0:
-		return nil, fmt.Errorf("processor: disconnect check interval must not be negative, got %v", c.disconnectCheck)
+		return nil, fmt.Errorf("processor: WithMaxTimeout: must not be negative, got %v", c.maxTimeout)
+	case c.disconnectCheck < 0 || c.disconnectCheck > 0 && c.disconnectCheck < MinDisconnectCheck:
+		return nil, fmt.Errorf("processor: WithDisconnectCheck: interval must be 0 (off) or at least %v, got %v", MinDisconnectCheck, c.disconnectCheck)
 	}
 	return c, nil
+}
+
+// poolOptions returns the options of the processor's own pool.
+func (c *config) poolOptions() []pool.Option {
+	return []pool.Option{pool.WithSize(c.poolSize), pool.WithPreAlloc(c.poolPreAlloc), pool.WithExpiry(c.poolExpiry), pool.WithPolicy(c.poolPolicy)}
 }
 
 // Option configures a Processor.
@@ -110,34 +145,45 @@ func WithLogger(l zerolog.Logger) Option { return func(c *config) { c.log = l } 
 
 // WithPool runs the calls on p, a pool shared with other processors, instead
 // of a pool of the processor's own. Close then leaves p open: its owner
-// closes it. It cannot be combined with WithPoolSize, WithPoolPreAlloc,
-// WithWorkerExpiry or WithOverloadPolicy. The default is a pool of the
-// processor's own.
-func WithPool(p *pool.Pool) Option { return func(c *config) { c.pool = p } }
+// closes it. p must not be nil nor closed already (pool.IsClosed); a pool
+// closed later makes the processor's batches answer SHUTTING_DOWN. It cannot
+// be combined with WithPoolSize, WithPoolPreAlloc, WithWorkerExpiry or
+// WithOverloadPolicy. The default is a pool of the processor's own.
+func WithPool(p *pool.Pool) Option {
+	return func(c *config) { c.pool, c.poolSet = p, true }
+}
 
 // WithPoolSize sets the size of the processor's pool: the most calls that run
 // at once across all batches. The default is pool.DefaultSize (1024); it
-// must be positive.
-func WithPoolSize(n int) Option { return poolOption(pool.WithSize(n)) }
+// must be positive, and at most pool.MaxPreAllocSize (1,048,576) with
+// WithPoolPreAlloc(true).
+func WithPoolSize(n int) Option { return poolOption(func(c *config) { c.poolSize = n }) }
 
-// WithPoolPreAlloc allocates the pool's worker queue up front. The default is
-// false. A pre-allocated pool cannot be resized at run time.
-func WithPoolPreAlloc(b bool) Option { return poolOption(pool.WithPreAlloc(b)) }
+// WithPoolPreAlloc allocates the pool's worker queue up front (16 bytes a
+// worker on a 64-bit platform). The default is false. A pre-allocated pool
+// cannot be resized at run time, and holds at most pool.MaxPreAllocSize
+// (1,048,576) workers: a larger WithPoolSize makes New return an error.
+func WithPoolPreAlloc(b bool) Option { return poolOption(func(c *config) { c.poolPreAlloc = b }) }
 
 // WithWorkerExpiry sets how long an idle worker lives. The default is
 // pool.DefaultExpiry (10 s); it must be positive.
-func WithWorkerExpiry(d time.Duration) Option { return poolOption(pool.WithExpiry(d)) }
+func WithWorkerExpiry(d time.Duration) Option {
+	return poolOption(func(c *config) { c.poolExpiry = d })
+}
 
 // WithOverloadPolicy sets what a batch does when every worker is busy:
 // pool.CallerRuns (the default) runs its calls on the connection's own
 // goroutine, pool.Wait waits for a worker within the batch deadline, and
 // pool.Reject answers the calls it cannot start with CALL_OVERLOADED. Any
 // other value makes New return an error.
-func WithOverloadPolicy(p pool.Policy) Option { return poolOption(pool.WithPolicy(p)) }
+func WithOverloadPolicy(p pool.Policy) Option {
+	return poolOption(func(c *config) { c.poolPolicy = p })
+}
 
-func poolOption(o pool.Option) Option {
+// poolOption is an option of the processor's own pool.
+func poolOption(set func(*config)) Option {
 	return func(c *config) {
-		c.poolOpts = append(c.poolOpts, o)
+		set(c)
 		c.ownPoolSet = true
 	}
 }
@@ -211,7 +257,8 @@ func WithMaxTimeout(d time.Duration) Option { return func(c *config) { c.maxTime
 // watcher, at that cost, but it polls the in-memory transport the call runs
 // on, which is always open: only this check sees the client go.) The
 // default is DefaultDisconnectCheck (5 ms); 0 turns the check off while the
-// library's is off too. Turning it off saves that timer but need not make
+// library's is off too; any other value below MinDisconnectCheck (1 ms) makes
+// New return an error. Turning it off saves that timer but need not make
 // batches faster: docs/TUNING.md says by how much it made a fan-out of
 // timer-bound calls slower, and why.
 func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.disconnectCheck = d } }
@@ -220,9 +267,14 @@ func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.di
 // wrapped processor knows them, "Catalog:getProduct" under a
 // TMultiplexedProcessor); any other call of a batch answers CALL_NOT_ALLOWED
 // and does not run. The methods stay callable one by one. The default is
-// every method. Giving it more than once adds names.
+// every method. Giving it more than once adds names. Giving it no names makes
+// New return an error (an empty list would refuse every call): leave it out
+// to allow every method.
 func WithAllowMethods(names ...string) Option {
 	return func(c *config) {
+		if len(names) == 0 && c.err == nil {
+			c.err = errors.New("processor: WithAllowMethods: no method names; leave the option out to allow every method")
+		}
 		if c.allow == nil {
 			c.allow = make(map[string]bool, len(names))
 		}
@@ -235,7 +287,7 @@ func WithAllowMethods(names ...string) Option {
 // WithDenyMethods keeps the named methods out of batches: such a call answers
 // CALL_NOT_ALLOWED and does not run, while the method stays callable one by
 // one (for calls with side effects that must not be multiplied). The default
-// is none. Deny wins over allow.
+// is none; no names deny none. Deny wins over allow.
 func WithDenyMethods(names ...string) Option {
 	return func(c *config) {
 		if c.deny == nil {

@@ -43,7 +43,7 @@ type Processor struct {
 	codecs   *compress.Codecs
 	cfg      *config
 	log      zerolog.Logger
-	gate     drain.Gate // batches in execute; closed by Close
+	gate     drain.Gate // batches from enter until their answer is written; closed by Close
 	refused  atomic.Uint64
 
 	// mux is inner when it is a TMultiplexedProcessor, whose ProcessorMap
@@ -87,7 +87,7 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 	p := &Processor{inner: inner, codecs: codecs, cfg: cfg, log: cfg.log, pool: cfg.pool}
 	p.mux, _ = inner.(*thrift.TMultiplexedProcessor)
 	if p.pool == nil {
-		if p.pool, err = pool.New(cfg.poolOpts...); err != nil {
+		if p.pool, err = pool.New(cfg.poolOptions()...); err != nil {
 			codecs.Close()
 			return nil, fmt.Errorf("processor: %w", err)
 		}
@@ -104,10 +104,14 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 }
 
 // Close stops taking batches (new ones fail with BatchError SHUTTING_DOWN),
-// waits for the batches in flight until ctx is done, and releases the pool
-// unless it came from WithPool. Messages other than executeBatch are not
-// affected. It returns ctx's error when batches were still running then;
-// what they hold is released when the last of them ends.
+// waits until ctx is done for the batches in flight (those counted by
+// Stats().BatchesInFlight: read, and not yet answered, their answer written
+// and flushed), and releases the pool unless it came from WithPool. Messages
+// other than executeBatch are not affected. It returns ctx's error, prefixed
+// "processor: ", when batches were still in flight then, or when calls of
+// its own pool abandoned at their deadline were still running (see
+// pool.Close); what they hold is released when the last of them ends. With
+// nothing in flight it returns nil, whatever ctx says.
 func (p *Processor) Close(ctx context.Context) error {
 	err := p.gate.Close(ctx, p.codecs.Close)
 	if p.ownPool {
@@ -115,7 +119,10 @@ func (p *Processor) Close(ctx context.Context) error {
 			err = perr
 		}
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	return nil
 }
 
 // Pool returns the pool the processor's calls run on.
@@ -130,8 +137,10 @@ type Stats struct {
 	Pool pool.Stats
 	// MaxConcurrency is the cap on the calls of one batch running at once.
 	MaxConcurrency int
-	// BatchesInFlight is the number of this processor's batches being
-	// decoded, run or encoded now.
+	// BatchesInFlight is the number of this processor's batches in flight:
+	// each counts from when its request has been read off the connection
+	// (not while it is being received) until its answer, a reply or an
+	// exception, has been written and flushed. Close waits for them.
 	BatchesInFlight int
 	// Refused is the number of batches answered with a BatchError since
 	// the start.
@@ -332,19 +341,26 @@ func holds(fns map[string]thrift.TProcessorFunction, requests []*batch.Request) 
 	return true
 }
 
-// execute runs the batch req, which arrived on proto. skipped, when above
-// 0, is how many requests were read past instead of into req.Requests, for
-// exceeding WithMaxCalls. The response's replies may be held in the buffers
-// the calls wrote them into (dispatcher.RunHeld): call release once the
-// response has been written, and not before. release reports whether every
-// call had returned (see dispatcher.RunHeld): then the memory req was read
-// into may be reused.
+// enter counts a batch whose request has been read as in flight (Stats,
+// Close), or refuses it with SHUTTING_DOWN once Close has begun. A nil
+// error must be matched by one p.gate.Exit once the batch's answer has
+// been written and flushed, whatever the answer.
+func (p *Processor) enter() error {
+	if !p.gate.Enter() {
+		return p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
+	}
+	return nil
+}
+
+// execute runs the batch req, which arrived on proto and has entered (see
+// enter). skipped, when above 0, is how many requests were read past
+// instead of into req.Requests, for exceeding WithMaxCalls. The response's
+// replies may be held in the buffers the calls wrote them into
+// (dispatcher.RunHeld): call release once the response has been written,
+// and not before. release reports whether every call had returned (see
+// dispatcher.RunHeld): then the memory req was read into may be reused.
 func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (resp *batch.BatchResponse, release func() (returned bool), err error) {
 	start := time.Now()
-	if !p.gate.Enter() {
-		return nil, noRelease, p.refuse(batchError(batch.BatchErrorCode_SHUTTING_DOWN, "the server is shutting down and takes no new batches"))
-	}
-	defer p.gate.Exit()
 	kind, err := wire.KindOf(proto)
 	if err != nil {
 		return nil, noRelease, thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())

@@ -46,35 +46,116 @@ func roundTrip(t testing.TB, p thrift.TProcessor, write func(thrift.TProtocol)) 
 	return out, ok, err
 }
 
+// TestNewRefusesInvalidOptions: New returns an error, naming the option,
+// for every value an option's doc calls invalid, and panics for none.
 func TestNewRefusesInvalidOptions(t *testing.T) {
 	shared, err := pool.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer shared.Close(context.Background())
-	for name, opts := range map[string][]processor.Option{
-		"a pool size of zero":               {processor.WithPoolSize(0)},
-		"a negative max concurrency":        {processor.WithMaxConcurrency(-1)},
-		"negative max calls":                {processor.WithMaxCalls(-1)},
-		"negative max request bytes":        {processor.WithMaxRequestBytes(-1)},
-		"zero max decompressed bytes":       {processor.WithMaxDecompressedBytes(0)},
-		"negative max response bytes":       {processor.WithMaxResponseBytes(-1)},
-		"a negative compress threshold":     {processor.WithCompressThreshold(-1)},
-		"a negative max timeout":            {processor.WithMaxTimeout(-time.Second)},
-		"an unknown overload policy":        {processor.WithOverloadPolicy(pool.Policy(9))},
-		"a zero worker expiry":              {processor.WithWorkerExpiry(0)},
-		"a negative disconnect check":       {processor.WithDisconnectCheck(-time.Millisecond)},
-		"a shared pool with a size as well": {processor.WithPool(shared), processor.WithPoolSize(8)},
+	closed, err := pool.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []processor.Option
+		want string // what the error must say: the option, at least
+	}{
+		{"a pool size of zero", []processor.Option{processor.WithPoolSize(0)}, "processor: WithPoolSize: size must be positive, got 0"},
+		{"a negative pool size", []processor.Option{processor.WithPoolSize(-1)}, "processor: WithPoolSize:"},
+		{"a pre-allocated pool of 2^60 workers", []processor.Option{processor.WithPoolSize(1 << 60), processor.WithPoolPreAlloc(true)}, "processor: WithPoolPreAlloc:"},
+		{"a pre-allocated pool one over the maximum", []processor.Option{processor.WithPoolPreAlloc(true), processor.WithPoolSize(pool.MaxPreAllocSize + 1)}, "processor: WithPoolPreAlloc:"},
+		{"a zero worker expiry", []processor.Option{processor.WithWorkerExpiry(0)}, "processor: WithWorkerExpiry:"},
+		{"an unknown overload policy", []processor.Option{processor.WithOverloadPolicy(pool.Policy(9))}, "processor: WithOverloadPolicy:"},
+		{"a nil shared pool", []processor.Option{processor.WithPool(nil)}, "processor: WithPool:"},
+		{"a nil shared pool with a size", []processor.Option{processor.WithPool(nil), processor.WithPoolSize(8)}, "processor: WithPool"},
+		{"a closed shared pool", []processor.Option{processor.WithPool(closed)}, "processor: WithPool: the pool is closed"},
+		{"a shared pool with a size as well", []processor.Option{processor.WithPool(shared), processor.WithPoolSize(8)}, "processor: WithPool cannot be combined with WithPoolSize"},
+		{"a negative max concurrency", []processor.Option{processor.WithMaxConcurrency(-1)}, "processor: WithMaxConcurrency:"},
+		{"negative max calls", []processor.Option{processor.WithMaxCalls(-1)}, "processor: WithMaxCalls:"},
+		{"negative max request bytes", []processor.Option{processor.WithMaxRequestBytes(-1)}, "processor: WithMaxRequestBytes:"},
+		{"zero max decompressed bytes", []processor.Option{processor.WithMaxDecompressedBytes(0)}, "processor: WithMaxDecompressedBytes:"},
+		{"negative max response bytes", []processor.Option{processor.WithMaxResponseBytes(-1)}, "processor: WithMaxResponseBytes:"},
+		{"a negative compress threshold", []processor.Option{processor.WithCompressThreshold(-1)}, "processor: WithCompressThreshold:"},
+		{"a negative max timeout", []processor.Option{processor.WithMaxTimeout(-time.Second)}, "processor: WithMaxTimeout:"},
+		{"a negative disconnect check", []processor.Option{processor.WithDisconnectCheck(-time.Millisecond)}, "processor: WithDisconnectCheck:"},
+		{"a disconnect check of 1 ns", []processor.Option{processor.WithDisconnectCheck(time.Nanosecond)}, "processor: WithDisconnectCheck: interval must be 0 (off) or at least 1ms, got 1ns"},
+		{"a disconnect check just under the minimum", []processor.Option{processor.WithDisconnectCheck(processor.MinDisconnectCheck - 1)}, "processor: WithDisconnectCheck:"},
+		{"an allow list of no names", []processor.Option{processor.WithAllowMethods()}, "processor: WithAllowMethods:"},
+		{"an allow list of no names beside one of names", []processor.Option{processor.WithAllowMethods("echo"), processor.WithAllowMethods()}, "processor: WithAllowMethods:"},
 	} {
-		t.Run(name, func(t *testing.T) {
-			if p, err := processor.New(testsvc.NewTestProcessor(echo{}), opts...); err == nil {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := processor.New(testsvc.NewTestProcessor(echo{}), tc.opts...)
+			if err == nil {
 				p.Close(context.Background())
 				t.Fatal("New accepted it")
+			}
+			if p != nil {
+				t.Errorf("New returned a Processor along with %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New: %q, want it to say %q", err, tc.want)
 			}
 		})
 	}
 	if _, err := processor.New(nil); err == nil {
 		t.Error("New accepted a nil inner processor")
+	}
+}
+
+// TestNewAcceptsTheLimitsOfItsOptions: the smallest values the options'
+// docs allow are accepted.
+func TestNewAcceptsTheLimitsOfItsOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []processor.Option
+	}{
+		{"a disconnect check of MinDisconnectCheck", []processor.Option{processor.WithDisconnectCheck(processor.MinDisconnectCheck)}},
+		{"a disconnect check of 0 (off)", []processor.Option{processor.WithDisconnectCheck(0)}},
+		{"a pool of one", []processor.Option{processor.WithPoolSize(1), processor.WithPoolPreAlloc(true)}},
+		{"an allow list of one name", []processor.Option{processor.WithAllowMethods("echo")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := processor.New(testsvc.NewTestProcessor(echo{}), tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Close(context.Background()); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+}
+
+// TestCloseWithADoneContextOnAnIdleProcessor: with no batch in flight, Close
+// has nothing to wait for, and returns nil even when its context is done
+// already, the processor's own pool included. (Several times: the pool's
+// release once chose at random between the done context and its workers'
+// exit.)
+func TestCloseWithADoneContextOnAnIdleProcessor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 8 {
+		p, err := processor.New(testsvc.NewTestProcessor(echo{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 { // with workers started, idle again
+			if got, _ := echoInBatch(t, p, "echo", "x"); got != "x" {
+				t.Fatalf("echo answered %q", got)
+			}
+		}
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close #%d of an idle processor with a canceled context: %v, want nil", i+1, err)
+		}
+		if s := p.Stats(); s.BatchesInFlight != 0 {
+			t.Errorf("Stats() = %+v after Close", s)
+		}
 	}
 }
 
@@ -196,5 +277,28 @@ func TestMultiplexedFunctionsFollowRegistrationAndReplacement(t *testing.T) {
 	p.AddToProcessorMap("First:echo", shout("echo"))
 	if got, code := echoIn("First:echo"); got != "QUIET" {
 		t.Errorf("First:echo after AddToProcessorMap = %q (code %d), want QUIET", got, code)
+	}
+}
+
+// TestASharedPoolClosedUnderTheProcessor: a pool from WithPool closed after
+// New makes the processor's batches answer SHUTTING_DOWN.
+func TestASharedPoolClosedUnderTheProcessor(t *testing.T) {
+	shared, err := pool.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProcessor(t, testsvc.NewTestProcessor(echo{}), processor.WithPool(shared))
+	if got, _ := echoInBatch(t, p, "echo", "x"); got != "x" {
+		t.Fatalf("echo before the pool closed answered %q", got)
+	}
+	if err := shared.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res := sendBatch(t, p, &batch.BatchRequest{Requests: []*batch.Request{arg(t, "echo", &testsvc.TestEchoArgs{Text: "x"})}})
+	if res == nil || res.Error.GetCode() != batch.BatchErrorCode_SHUTTING_DOWN {
+		t.Fatalf("a batch once the shared pool is closed: %+v, want SHUTTING_DOWN", res)
+	}
+	if s := p.Stats(); s.BatchesInFlight != 0 || s.Refused != 1 {
+		t.Errorf("Stats() = %+v; want no batch in flight, 1 refused", s)
 	}
 }

@@ -2,6 +2,9 @@ package processor_test
 
 import (
 	"context"
+	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -372,5 +375,101 @@ func TestStatsWhileResizing(t *testing.T) {
 	<-done
 	if s := p.Stats(); s.Pool.Batches < uint64(answered.Load()) || s.Pool.Calls < 2*uint64(answered.Load()) {
 		t.Errorf("Stats() = %+v after %d batches of 2 calls", s, answered.Load())
+	}
+}
+
+// stalledFlush is an output transport whose Flush waits for release: an
+// answer the client is slow to take.
+type stalledFlush struct {
+	*thrift.TMemoryBuffer
+	flushing chan struct{} // closed when Flush is first called
+	release  chan struct{}
+	once     sync.Once
+}
+
+func (s *stalledFlush) Flush(ctx context.Context) error {
+	s.once.Do(func() { close(s.flushing) })
+	<-s.release
+	return s.TMemoryBuffer.Flush(ctx)
+}
+
+// TestABatchIsInFlightUntilItsAnswerIsFlushed: a batch counts in
+// BatchesInFlight, and Close waits for it, until its answer has been
+// written and flushed, not only until its calls have run.
+func TestABatchIsInFlightUntilItsAnswerIsFlushed(t *testing.T) {
+	for _, refused := range []bool{false, true} {
+		name := "an answered batch"
+		if refused {
+			name = "a batch refused with a BatchError"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := open(t, testsvc.NewTestProcessor(newGated()), processor.WithMaxCalls(1))
+			req := &batch.BatchRequest{Requests: []*batch.Request{arg(t, "echo", &testsvc.TestEchoArgs{Text: "x"})}}
+			if refused {
+				req.Requests = append(req.Requests, req.Requests[0]) // over WithMaxCalls
+			}
+			ctx := context.Background()
+			in := thrift.NewTMemoryBuffer()
+			w := thrift.NewTBinaryProtocolConf(in, nil)
+			w.WriteMessageBegin(ctx, "executeBatch", thrift.CALL, 1)
+			(&batch.BatchServiceExecuteBatchArgs{Request: req}).Write(ctx, w)
+			w.WriteMessageEnd(ctx)
+			out := &stalledFlush{TMemoryBuffer: thrift.NewTMemoryBuffer(), flushing: make(chan struct{}), release: make(chan struct{})}
+			var releaseOnce sync.Once
+			let := func() { releaseOnce.Do(func() { close(out.release) }) }
+			t.Cleanup(let) // whatever fails below, Process is let go
+
+			processed := make(chan bool, 1)
+			go func() {
+				ok, _ := p.Process(ctx, thrift.NewTBinaryProtocolConf(in, nil), thrift.NewTBinaryProtocolConf(out, nil))
+				processed <- ok
+			}()
+			select {
+			case <-out.flushing:
+			case <-time.After(statsBound):
+				t.Fatalf("no answer flushed within %v", statsBound)
+			}
+			if n := p.Stats().BatchesInFlight; n != 1 {
+				t.Errorf("BatchesInFlight = %d while the answer is being flushed, want 1", n)
+			}
+			short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			if err := p.Close(short); !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "processor: ") {
+				t.Errorf("Close past its context while the answer is being flushed = %v, want processor: context deadline exceeded", err)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close(ctx) }()
+			select {
+			case err := <-closed:
+				closed <- err // for the wait below
+				t.Errorf("Close returned %v while the answer was being flushed", err)
+			case ok := <-processed:
+				t.Fatalf("Process returned %v with Flush blocked", ok)
+			case <-time.After(30 * time.Millisecond):
+			}
+			let()
+			select {
+			case ok := <-processed:
+				if !ok {
+					t.Error("Process = false, want true")
+				}
+			case <-time.After(statsBound):
+				t.Fatalf("Process did not return within %v of the flush", statsBound)
+			}
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			case <-time.After(statsBound):
+				t.Fatalf("Close did not return within %v of the answer", statsBound)
+			}
+			if n := p.Stats().BatchesInFlight; n != 0 {
+				t.Errorf("BatchesInFlight = %d once answered, want 0", n)
+			}
+			if out.Len() == 0 {
+				t.Error("no answer written")
+			}
+		})
 	}
 }
