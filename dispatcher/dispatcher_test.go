@@ -518,7 +518,10 @@ func TestCanceled(t *testing.T) {
 			}
 			cancel(errors.New("client went away"))
 		}()
-		out := f.run(t, ctx, binary, reqs, false)
+		// Sequential, so that the echo has returned when the sleepy call
+		// starts: run concurrently, the sleepy call may start first and
+		// the cancel catch the echo before it ran.
+		out := f.run(t, ctx, binary, reqs, true)
 		if out[0].Error != nil {
 			t.Errorf("echo: %v", out[0].Error)
 		}
