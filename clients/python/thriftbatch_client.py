@@ -11,32 +11,104 @@ server wrapped by thriftbatch (idl/batch.thrift, docs/SPEC.md)::
 
 Arguments and replies are bare structs encoded with the connection's
 protocol; compressed responses (zstd, snappy, gzip, zlib: whichever of their
-Python modules import) are decompressed transparently.
+Python modules import) are decompressed transparently, up to
+max_decompressed_bytes.
 """
 
-import gzip
 import sys
 import zlib
 
 __all__ = ["Batch", "Call", "CallError", "accepted_codecs", "decompress",
-           "ZSTD", "SNAPPY", "S2", "GZIP", "ZLIB"]
+           "DEFAULT_MAX_DECOMPRESSED_BYTES",
+           "NONE", "ZSTD", "SNAPPY", "S2", "GZIP", "ZLIB"]
 
 # Codec values of idl/batch.thrift. S2 has no Python decoder: never accepted.
 NONE, ZSTD, SNAPPY, S2, GZIP, ZLIB = 0, 1, 2, 3, 4, 5
+_CODEC_NAMES = {NONE: "none", ZSTD: "zstd", SNAPPY: "snappy", S2: "S2", GZIP: "gzip", ZLIB: "zlib"}
+_CODEC_MODULES = {ZSTD: "zstandard", SNAPPY: "snappy"}
+
+# The default of max_decompressed_bytes: 64 MiB, as the Go client's
+# client.DefaultMaxDecompressedBytes (client.WithMaxDecompressedBytes).
+DEFAULT_MAX_DECOMPRESSED_BYTES = 64 << 20
+
+# At most 128 KiB come out of a 4-byte zstd block (an RLE block).
+_ZSTD_MAX_RATIO = 32768
+
+
+class _TooLarge(ValueError):
+    """A compressed payload decompresses to more than the limit."""
+
+    def __init__(self, codec, limit):
+        super().__init__("thriftbatch: compressedResponses (codec %d, %s) decompresses to more than "
+                         "max_decompressed_bytes = %d bytes" % (codec, _CODEC_NAMES[codec], limit))
+
+
+def _unzstd(zstandard):
+    def run(data, limit):
+        d = zstandard.ZstdDecompressor().decompressobj()
+        view, pos, size, out = memoryview(data), 0, 0, []
+        while pos < len(view) and not d.eof:
+            # Little enough input that its output cannot go far past limit,
+            # whatever its ratio: no bomb is decompressed whole.
+            step = max(256, (limit - size) // _ZSTD_MAX_RATIO)
+            chunk = d.decompress(view[pos:pos + step])
+            pos += step
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(ZSTD, limit)
+            out.append(chunk)
+        if not d.eof:
+            raise ValueError("the zstd frame is truncated (%d bytes decompressed before its input ended)" % size)
+        trailing = len(d.unused_data) + max(len(view) - pos, 0)
+        if trailing:
+            raise ValueError("%d bytes follow the end of the zstd frame" % trailing)
+        return b"".join(out)
+    return run
+
+
+def _unsnappy(snappy):
+    def run(data, limit):
+        # The block starts with the uncompressed length, a varint.
+        length = shift = 0
+        for b in data[:5]:
+            length |= (b & 0x7f) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        else:
+            raise ValueError("the snappy block has no valid length header")
+        if length > limit:
+            raise _TooLarge(SNAPPY, limit)
+        return snappy.uncompress(data)
+    return run
+
+
+def _unzlib(codec, wbits):
+    def run(data, limit):
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise _TooLarge(codec, limit)
+        if not d.eof:
+            raise ValueError("the %s stream is truncated (%d bytes decompressed before its input ended)"
+                             % (_CODEC_NAMES[codec], len(out)))
+        if d.unused_data:
+            raise ValueError("%d bytes follow the end of the %s stream" % (len(d.unused_data), _CODEC_NAMES[codec]))
+        return out
+    return run
 
 
 def _decompressors():
-    """Return {codec: function(bytes) -> bytes} for the codecs available."""
-    found = {GZIP: gzip.decompress, ZLIB: zlib.decompress}
+    """Return {codec: function(bytes, limit) -> bytes} for the codecs available."""
+    found = {GZIP: _unzlib(GZIP, 31), ZLIB: _unzlib(ZLIB, 15)}
     try:
         import zstandard
-        # A stream decompressor also reads frames without a content size.
-        found[ZSTD] = lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b)
+        found[ZSTD] = _unzstd(zstandard)
     except ImportError:
         pass
     try:
         import snappy
-        found[SNAPPY] = snappy.uncompress  # raw block format, no framing
+        found[SNAPPY] = _unsnappy(snappy)  # raw block format, no framing
     except ImportError:
         pass
     return found
@@ -50,31 +122,76 @@ def accepted_codecs():
     return [c for c in (ZSTD, SNAPPY, GZIP, ZLIB) if c in _DECOMPRESS]
 
 
-def decompress(codec, data):
-    """Decompress a compressedResponses payload written with codec."""
+def decompress(codec, data, max_bytes=DEFAULT_MAX_DECOMPRESSED_BYTES):
+    """Decompress a compressedResponses payload written with codec.
+
+    Raises ValueError when codec is not one of accepted_codecs(), when the
+    payload would decompress to more than max_bytes, and when it is corrupt
+    (not of that format, truncated, or followed by other bytes).
+    """
     if codec not in _DECOMPRESS:
-        raise ValueError("thriftbatch: cannot decompress codec %d" % codec)
-    return _DECOMPRESS[codec](_as_bytes(data))
+        raise ValueError("thriftbatch: cannot decompress codec %s%s" % (_codec_name(codec), _missing(codec)))
+    try:
+        return _DECOMPRESS[codec](_as_bytes(data), max_bytes)
+    except _TooLarge as e:
+        error = e.with_traceback(None)
+    except Exception as e:
+        error = _corrupt(codec, _describe(e))
+    # Raised here, out of the except clauses, the error refers to no frame
+    # of the decompressor: calls that keep it keep no output alive.
+    raise error
+
+
+def _codec_name(codec):
+    name = _CODEC_NAMES.get(codec)
+    return "%s (%s)" % (codec, name) if name else str(codec)
+
+
+def _missing(codec):
+    """Why codec cannot be decompressed here."""
+    if codec == S2:
+        return ": no Python decoder reads S2"
+    if codec in _CODEC_MODULES:
+        return ": the %s module does not import" % _CODEC_MODULES[codec]
+    return ": not a codec of idl/batch.thrift"
+
+
+def _corrupt(codec, reason):
+    return ValueError("thriftbatch: compressedResponses (codec %d) is corrupt: %s" % (codec, reason))
+
+
+def _describe(e):
+    text = str(e)
+    return "%s: %s" % (type(e).__name__, text) if text else type(e).__name__
 
 
 class CallError(Exception):
-    """One call of a batch produced no reply (a Response.error).
+    """One call of a batch produced no reply (a Response.error), or its
+    Response was malformed (PROTOCOL_ERROR, raised by this module).
 
     type is a TApplicationException code (0..10) or a thriftbatch code
-    (100..103); message is human-readable text.
+    (100..103), named by the constants below as in docs/SPEC.md section 5.2;
+    message is human-readable text.
     """
 
-    UNKNOWN_METHOD, PROTOCOL_ERROR, INTERNAL_ERROR, MISSING_RESULT = 1, 7, 6, 5
-    DEADLINE_EXCEEDED, OVERLOADED, NOT_ALLOWED, CANCELED = 100, 101, 102, 103
+    # TApplicationException's codes.
+    UNKNOWN, UNKNOWN_METHOD, INVALID_MESSAGE_TYPE, WRONG_METHOD_NAME = 0, 1, 2, 3
+    BAD_SEQUENCE_ID, MISSING_RESULT, INTERNAL_ERROR, PROTOCOL_ERROR = 4, 5, 6, 7
+    INVALID_TRANSFORM, INVALID_PROTOCOL, UNSUPPORTED_CLIENT_TYPE = 8, 9, 10
+    # thriftbatch's own (idl/batch.thrift constants).
+    CALL_DEADLINE_EXCEEDED, CALL_OVERLOADED, CALL_NOT_ALLOWED, CALL_CANCELED = 100, 101, 102, 103
 
     def __init__(self, type, message):
-        super().__init__("thriftbatch call error %d: %s" % (type, message))
+        super().__init__("thriftbatch call error %s: %s" % (type, message))
         self.type = type
         self.message = message
 
 
 class Call:
-    """One call added to a Batch; result() answers it once the batch ran."""
+    """One call added to a Batch; result() answers it once the batch ran.
+
+    done is True once execute() settled the call, whatever the outcome.
+    """
 
     def __init__(self, method, arguments, result_class):
         self.method = method
@@ -86,8 +203,11 @@ class Call:
     def result(self):
         """Return the call's return value (None for void and oneway methods).
 
-        Raises the method's declared exception, CallError when the server
-        answered with an error, or RuntimeError before the batch ran.
+        Raises the method's declared exception; CallError when the server
+        answered with an error or the call's Response is malformed; the
+        exception execute() raised when the batch as a whole failed
+        (BatchError, a transport error, a corrupt compressed response); or
+        RuntimeError before the batch ran.
         """
         if not self.done:
             raise RuntimeError("thriftbatch: %s has not been executed" % self.method)
@@ -104,21 +224,35 @@ class Batch:
     ``make_client(batch_thrift.BatchService, ...)``. service holds the
     calls' ``<method>_args`` and ``<method>_result`` classes: the Apache
     generated module (``catalog.Catalog``) or the ThriftPy service
-    (``catalog_thrift.Catalog``).
+    (``catalog_thrift.Catalog``); methods inherited through ``extends`` are
+    found in the base services.
 
     protocol_factory encodes arguments and decodes replies; by default the
-    client's own protocol class (unwrapping TMultiplexedProtocol) is used.
-    prefix is put before every method name ("Catalog:" under a
-    TMultiplexedProcessor). accept overrides the codecs offered for the
-    response; timeout_millis and sequential go into the BatchRequest.
+    client's own protocol class (unwrapping TMultiplexedProtocol) is used; a
+    client on THeaderProtocol needs one. prefix is put before every method
+    name ("Catalog:" under a TMultiplexedProcessor). accept overrides the
+    codecs offered for the response; each must be one of accepted_codecs()
+    (or NONE), else ValueError. max_decompressed_bytes bounds the size a
+    compressed response may decompress to. timeout_millis and sequential go
+    into the BatchRequest.
     """
 
     def __init__(self, client, service, protocol_factory=None, prefix="",
-                 accept=None, timeout_millis=None, sequential=None):
+                 accept=None, timeout_millis=None, sequential=None,
+                 max_decompressed_bytes=DEFAULT_MAX_DECOMPRESSED_BYTES):
         self._client = client
         self._service = service
         self._prefix = prefix
         self._accept = accepted_codecs() if accept is None else list(accept)
+        for codec in self._accept:
+            if codec != NONE and codec not in _DECOMPRESS:
+                raise ValueError("thriftbatch: accept names codec %s, which this module cannot decompress%s; "
+                                 "it can: %s" % (_codec_name(codec), _missing(codec),
+                                                 ", ".join(_codec_name(c) for c in accepted_codecs())))
+        if not isinstance(max_decompressed_bytes, int) or max_decompressed_bytes <= 0:
+            raise ValueError("thriftbatch: max_decompressed_bytes must be a positive int, got %r"
+                             % (max_decompressed_bytes,))
+        self._max_decompressed = max_decompressed_bytes
         self._timeout = timeout_millis
         self._sequential = sequential
         self._calls = []
@@ -132,14 +266,20 @@ class Batch:
         self._new_protocol = _protocol_maker(client._oprot, protocol_factory)
 
     def add(self, method, *args, **kwargs):
-        """Queue method(*args, **kwargs); return its Call."""
-        args_cls = getattr(self._service, method + "_args", None)
-        if args_cls is None:  # unknown here: send empty args, let the server say
-            arguments = self._empty_struct()
-        else:
-            arguments = self._encode(args_cls(*args, **kwargs))
-        call = Call(self._prefix + method, arguments,
-                    getattr(self._service, method + "_result", None))
+        """Queue method(*args, **kwargs); return its Call.
+
+        Raises AttributeError when the service (with the services it
+        extends) has no such method.
+        """
+        args_cls = _service_attr(self._service, method + "_args")
+        if args_cls is None:
+            raise AttributeError("thriftbatch: service %s has no method %s (no %s_args in it or in the "
+                                 "services it extends)" % (_service_name(self._service), method, method))
+        result_cls = _service_attr(self._service, method + "_result")
+        if result_cls is None and not _apache_oneway(self._service, method):
+            raise AttributeError("thriftbatch: service %s has no %s_result for its method %s, which is not "
+                                 "oneway" % (_service_name(self._service), method, method))
+        call = Call(self._prefix + method, self._encode(args_cls(*args, **kwargs)), result_cls)
         self._calls.append(call)
         return call
 
@@ -147,9 +287,25 @@ class Batch:
         """Send the queued calls in one executeBatch and settle each Call.
 
         Returns the calls, in the order added; the batch is then empty and
-        can be reused. A refused batch raises the IDL's BatchError.
+        can be reused. A refused batch raises the IDL's BatchError; a
+        transport error, a compressed response that is corrupt or larger
+        than max_decompressed_bytes (ValueError) and a response that does
+        not answer every call (RuntimeError) raise too. Whatever execute()
+        raises, every call is done and its result() raises that exception.
         """
         calls, self._calls = self._calls, []
+        try:
+            responses = self._exchange(calls)
+        except Exception as e:
+            for call in calls:
+                call._reply, call._error, call.done = None, e, True
+            raise
+        for i, (call, r) in enumerate(zip(calls, responses)):
+            self._settle(i, call, r)
+        return calls
+
+    def _exchange(self, calls):
+        """Send the batch; return its list of Responses, decompressed."""
         request = self._BatchRequest(requests=[
             self._Request(method=c.method, arguments=c.arguments, id=i)
             for i, c in enumerate(calls)])
@@ -163,48 +319,75 @@ class Batch:
         responses = response.responses or []
         self.codec = response.codec or NONE
         if self.codec:
-            inner = self._BatchResponse()
-            self._decode(inner, decompress(self.codec, response.compressedResponses))
-            responses = inner.responses or []
+            if responses:
+                raise ValueError("thriftbatch: the response sets both responses (%d) and compressedResponses "
+                                 "(codec %d)" % (len(responses), self.codec))
+            responses = self._decompressed(self.codec, response.compressedResponses)
         if len(responses) != len(calls):
             raise RuntimeError("thriftbatch: %d responses for %d calls" % (len(responses), len(calls)))
-        for i, (call, r) in enumerate(zip(calls, responses)):
-            if r.id is not None and r.id != i:
-                raise RuntimeError("thriftbatch: response %d carries id %d" % (i, r.id))
-            self._settle(call, r)
-        return calls
+        return responses
 
-    def _settle(self, call, response):
+    def _decompressed(self, codec, data):
+        """The Responses inside compressedResponses data."""
+        if codec not in self._accept or codec not in _DECOMPRESS:
+            raise ValueError("thriftbatch: the response is compressed with codec %s, which this batch did "
+                             "not accept" % _codec_name(codec))
+        if data is None:
+            raise _corrupt(codec, "it is absent")
+        if not data:
+            raise _corrupt(codec, "it is empty")
+        raw = decompress(codec, data, self._max_decompressed)
+        inner = self._BatchResponse()
+        try:
+            self._decode(inner, raw)
+        except Exception as e:
+            error = _corrupt(codec, "its %d bytes do not decode as a BatchResponse: %s" % (len(raw), _describe(e)))
+        else:
+            return inner.responses or []
+        raw = inner = None  # not kept alive by the error's traceback
+        raise error
+
+    def _settle(self, i, call, response):
+        """Settle call i with its Response; never raises."""
+        try:
+            call._reply, call._error = self._outcome(i, call, response)
+        except Exception as e:
+            call._reply, call._error = None, CallError(
+                CallError.PROTOCOL_ERROR, "reply of call %d does not decode: %s" % (i, _describe(e)))
         call.done = True
-        if response.error is not None:
-            call._error = CallError(response.error.type, response.error.message)
-            return
+
+    def _outcome(self, i, call, r):
+        """(reply, error) of call i, answered by Response r."""
+        def malformed(what):
+            return None, CallError(CallError.PROTOCOL_ERROR, "response %d (%s) %s" % (i, call.method, what))
+        if r.id is None:
+            return malformed("carries no id; its request had id %d" % i)
+        if r.id != i:
+            return malformed("carries id %s; its request had id %d" % (r.id, i))
+        if r.reply is not None and r.error is not None:
+            return malformed("has both a reply and an error (%s: %s)" % (r.error.type, r.error.message))
+        if r.reply is None and r.error is None:
+            return malformed("has neither a reply nor an error")
+        if r.error is not None:
+            return None, CallError(r.error.type, r.error.message)
         if call._result_class is None:  # oneway (Apache generates no result)
-            return
+            return None, None
         result = call._result_class()
-        self._decode(result, response.reply)
+        self._decode(result, r.reply)
         names = _field_names(call._result_class)
         for fid, name in sorted(names.items()):
             if fid != 0 and getattr(result, name, None) is not None:
-                call._error = getattr(result, name)  # a declared exception
-                return
+                return None, getattr(result, name)  # a declared exception
         if 0 in names:
-            call._reply = result.success
-            if call._reply is None:
-                call._error = CallError(CallError.MISSING_RESULT, "%s returned no result" % call.method)
+            if result.success is None:
+                return None, CallError(CallError.MISSING_RESULT, "%s returned no result" % call.method)
+            return result.success, None
+        return None, None  # void
 
     def _encode(self, struct):
-        proto, buf = self._new_protocol(None)
+        proto, buf, trans = self._new_protocol(None)
         struct.write(proto)
-        return buf.getvalue()
-
-    def _empty_struct(self):
-        proto, buf = self._new_protocol(None)
-        if not hasattr(proto, "writeStructBegin"):
-            return b"\x00"  # ThriftPy: binary and compact protocols
-        proto.writeStructBegin("args")  # Apache: any protocol, JSON's {} too
-        proto.writeFieldStop()
-        proto.writeStructEnd()
+        trans.flush()
         return buf.getvalue()
 
     def _decode(self, struct, data):
@@ -214,6 +397,34 @@ class Batch:
 def _as_bytes(data):
     """ThriftPy decodes a binary field as str when it is valid UTF-8."""
     return data.encode("utf-8") if isinstance(data, str) else (data or b"")
+
+
+def _service_name(service):
+    return getattr(service, "__name__", None) or type(service).__name__
+
+
+def _service_attr(service, name):
+    """service's attribute name, or None, looked up in the services it
+    extends too: a ThriftPy service class inherits them; Apache keeps them in
+    the module of the service that declares the method, the module of one of
+    the generated Iface's base classes."""
+    found = getattr(service, name, None)
+    if found is not None:
+        return found
+    iface = getattr(service, "Iface", None)
+    for base in getattr(iface, "__mro__", ())[1:]:
+        found = getattr(sys.modules.get(base.__module__), name, None)
+        if found is not None:
+            return found
+    return None
+
+
+def _apache_oneway(service, method):
+    """Whether the Apache generated service declares method oneway: its
+    Client sends it and receives nothing."""
+    client = getattr(service, "Client", None)
+    return (isinstance(client, type) and hasattr(client, "send_" + method)
+            and not hasattr(client, "recv_" + method))
 
 
 def _field_names(cls):
@@ -235,23 +446,42 @@ def _nested_class(cls, fid):
 
 
 def _protocol_maker(proto, factory):
-    """Return new(data) -> (protocol, buffer): the connection's protocol
-    over a memory buffer holding data (None: an empty one to write to)."""
+    """Return new(data) -> (protocol, buffer, transport): the connection's
+    protocol over a memory buffer holding data (None: an empty one to write
+    to; flush transport, then read buffer)."""
     thriftpy = hasattr(proto, "write_struct")
     if thriftpy:
-        from thriftpy.transport import TMemoryBuffer
+        # The pure-Python buffer: ThriftPy's cython TMemoryBuffer lets the
+        # cython binary protocol read past the end of a short reply.
+        from thriftpy.transport.memory import TMemoryBuffer
         proto = getattr(proto, "_proto", proto)  # TMultiplexedProtocol
         kwargs = {"decode_response": proto.decode_response} if hasattr(proto, "decode_response") else {}
     else:
         from thrift.transport.TTransport import TMemoryBuffer
         kwargs = {}
     cls = type(proto)
-    if not thriftpy and "TProtocolDecorator" in [c.__name__ for c in cls.__mro__]:
-        cls = cls.__bases__[1]  # Apache TMultiplexedProtocol: (decorator, protocol class)
+    if not thriftpy:
+        if "TProtocolDecorator" in [c.__name__ for c in cls.__mro__]:
+            cls = cls.__bases__[1]  # Apache TMultiplexedProtocol: (decorator, protocol class)
+        if factory is None and "THeaderProtocol" in [c.__name__ for c in cls.__mro__]:
+            raise ValueError("thriftbatch: the client is on a THeaderProtocol: pass protocol_factory, the "
+                             "factory of the protocol inside the header (TBinaryProtocolFactory() or "
+                             "TCompactProtocolFactory())")
+
+    def make(trans):
+        if factory is None:
+            return cls(trans, **kwargs)
+        return factory.get_protocol(trans) if thriftpy else factory.getProtocol(trans)
+
+    wrap = None
+    if thriftpy:
+        try:
+            make(TMemoryBuffer())
+        except TypeError:  # a cython protocol reads cython transports only
+            from thriftpy.transport import TCyBufferedTransport as wrap
 
     def new(data):
         buf = TMemoryBuffer() if data is None else TMemoryBuffer(data)
-        if factory is None:
-            return cls(buf, **kwargs), buf
-        return (factory.get_protocol(buf) if thriftpy else factory.getProtocol(buf)), buf
+        trans = buf if wrap is None else wrap(buf)
+        return make(trans), buf, trans
     return new

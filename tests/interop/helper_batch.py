@@ -17,7 +17,7 @@ usage: helper_batch.py HOST:PORT --library apache|thriftpy
 import os
 import sys
 
-from interop_common import CODEC_NAMES, Tally, check, fail, parse_args, plan
+from interop_common import CODEC_NAMES, UNKNOWN_NAME, Tally, check, fail, parse_args, plan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
@@ -25,6 +25,20 @@ sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
 import thriftbatch_client  # noqa: E402
 from thriftbatch_client import Batch, CallError  # noqa: E402
+
+
+class NewerService:
+    """The service as a client built from a newer IDL sees it: one more
+    method, UNKNOWN_NAME (shaped like countProducts), that the server does
+    not have."""
+
+    def __init__(self, service):
+        self._service = service
+
+    def __getattr__(self, name):
+        if name.startswith(UNKNOWN_NAME + "_"):
+            name = "countProducts" + name[len(UNKNOWN_NAME):]
+        return getattr(self._service, name)
 
 
 def apache_clients(args):
@@ -70,7 +84,17 @@ def main():
         client, service, single, close = thriftpy_clients(args)
         stack = args.transport + "-binary"
 
-    batch = Batch(client, service, accept=[] if args.accept == "none" else None)
+    # A method the service does not have is refused before anything is sent.
+    try:
+        Batch(client, service).add(UNKNOWN_NAME)
+        fail("add(%r) did not raise AttributeError" % UNKNOWN_NAME)
+    except AttributeError as e:
+        if UNKNOWN_NAME not in str(e):
+            fail("add(%r): AttributeError %r does not name the method" % (UNKNOWN_NAME, str(e)))
+
+    # The batch's service knows UNKNOWN_NAME, the server does not: it answers
+    # that call with CallError UNKNOWN_METHOD.
+    batch = Batch(client, NewerService(service), accept=[] if args.accept == "none" else None)
     entries = plan(args.products, args.calls)
     calls = [batch.add(method) if arg is None else batch.add(method, arg) for method, arg, _ in entries]
     try:

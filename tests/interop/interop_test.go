@@ -148,8 +148,10 @@ func exampleServer(t *testing.T) string {
 	return serverBin
 }
 
-// generatedCode runs `thrift --gen py` on both IDLs once, into a directory
-// that then holds the packages catalog and thriftbatch.batch.
+// generatedCode runs `thrift -r --gen py` once on both IDLs and on
+// testdata/interop_derived.thrift (which includes interop_base.thrift), into
+// a directory that then holds the packages catalog, thriftbatch.batch,
+// interop_base and interop_derived.
 func generatedCode(t *testing.T) string {
 	t.Helper()
 	need(t, needCompiler)
@@ -158,8 +160,8 @@ func generatedCode(t *testing.T) string {
 		if genErr = os.MkdirAll(genDir, 0o755); genErr != nil {
 			return
 		}
-		for _, idl := range []string{"idl/batch.thrift", "example_server/catalog.thrift"} {
-			out, err := exec.Command("thrift", "--gen", "py", "-out", genDir, filepath.Join(repoRoot(t), idl)).CombinedOutput()
+		for _, idl := range []string{"idl/batch.thrift", "example_server/catalog.thrift", "tests/interop/testdata/interop_derived.thrift"} {
+			out, err := exec.Command("thrift", "-r", "--gen", "py", "-out", genDir, filepath.Join(repoRoot(t), idl)).CombinedOutput()
 			if err != nil {
 				genErr = fmt.Errorf("thrift --gen py %s: %v\n%s", idl, err, out)
 				return
@@ -447,5 +449,33 @@ func TestPythonHelperWithBothLibraries(t *testing.T) {
 			addr := startServer(t, tc.protocol, tc.transport)
 			runPython(t, "helper_batch.py", append([]string{addr, "--products", n}, tc.args...), tc.want...)
 		})
+	}
+}
+
+// TestPythonHelperFaults runs each check of helper_faults.py: the faults the
+// helper library must report precisely (codecs it cannot read, inherited
+// methods, responses that do not decode, decompression bombs, corrupt
+// payloads, batch and transport failures, CallError's constants, THeader).
+func TestPythonHelperFaults(t *testing.T) {
+	t.Parallel()
+	need(t, needThrift, needThriftPy, needZstandard, needSnappy)
+	gen := generatedCode(t)
+	addr := startServer(t, "binary", "buffered")
+	header := startServer(t, "binary", "header")
+	for _, library := range []string{"apache", "thriftpy"} {
+		for _, check := range []string{"accept", "extends", "settle", "limit", "corrupt", "failure", "constants", "header"} {
+			if check == "header" && library != "apache" {
+				continue // ThriftPy has no THeaderProtocol
+			}
+			t.Run(library+"/"+check, func(t *testing.T) {
+				t.Parallel()
+				server := addr
+				if check == "header" {
+					server = header
+				}
+				runPython(t, "helper_faults.py", []string{server, "--library", library, "--gen", gen, "--check", check},
+					"PASS helper-faults library="+library+" check="+check+" ")
+			})
+		}
 	}
 }

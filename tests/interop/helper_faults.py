@@ -1,0 +1,533 @@
+"""Faults the helper library clients/python/thriftbatch_client.py must report
+precisely, with Apache Thrift for Python (generated code) or with ThriftPy
+(thriftpy.load). One check per run (--check):
+
+  accept     Batch refuses an accept codec it cannot decompress (S2, an
+             unknown value, zstd or snappy without their module).
+  extends    a method inherited through `service Derived extends Base` (its
+             _args and _result classes live in Base's module only) is
+             encoded and decoded; an unknown method is an AttributeError.
+  settle     every call of a batch is settled, each on its own: a reply that
+             does not decode, a Response with neither or both of reply and
+             error, a missing or wrong id are CallError PROTOCOL_ERROR on
+             that call only; no call ends with a silent None.
+  limit      max_decompressed_bytes (default 64 MiB) bounds the decompressed
+             response for every codec, exact size included, without first
+             allocating what a bomb decompresses to.
+  corrupt    truncated, trailing-garbage or absent compressedResponses, and
+             a payload that does not decode, name what was wrong.
+  failure    after a BatchError or a transport error, every call's result()
+             raises that same exception.
+  constants  CallError's constants are the names and values of SPEC 5.2.
+  header     (Apache only; HOST:PORT serves -transport header) a client on
+             THeaderProtocol without protocol_factory is refused naming
+             protocol_factory, and works with it.
+
+settle, limit and corrupt answer executeBatch from a stand-in (the
+BatchService client's executeBatch replaced by a function building the
+BatchResponse), since example_server only sends well-formed responses.
+
+usage: helper_faults.py HOST:PORT --library apache|thriftpy --check CHECK [--gen DIR]
+"""
+
+import gzip
+import importlib.util
+import os
+import resource
+import struct
+import sys
+import types
+import zlib
+
+from interop_common import fail, parse_args
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+MODULE = os.path.join(ROOT, "clients", "python", "thriftbatch_client.py")
+sys.path.insert(0, os.path.dirname(MODULE))
+
+import thriftbatch_client as tbc  # noqa: E402
+from thriftbatch_client import Batch, CallError  # noqa: E402
+
+CHECKS = ["accept", "extends", "settle", "limit", "corrupt", "failure", "constants", "header"]
+CODEC_NAMES = {tbc.ZSTD: "zstd", tbc.SNAPPY: "snappy", tbc.GZIP: "gzip", tbc.ZLIB: "zlib"}
+PROTOCOL_ERROR = 7
+
+
+class Library:
+    """What the checks need from one Python Thrift library: the Catalog
+    service, the wire structs of batch.thrift, bare-struct encoding with the
+    binary protocol, and clients."""
+
+    def __init__(self, args):
+        self.args = args
+        self.apache = args.library == "apache"
+        if self.apache:
+            if not args.gen:
+                fail("--gen DIR is required with --library apache")
+            sys.path.insert(0, args.gen)
+            from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+            from thrift.transport.TTransport import TMemoryBuffer
+            from catalog import Catalog
+            from catalog.ttypes import NotFound
+            from thriftbatch.batch import BatchService, ttypes
+            self.Catalog, self.NotFound, self.wire = Catalog, NotFound, ttypes
+            self._service = BatchService
+        else:
+            import thriftpy
+            from thriftpy.protocol import TBinaryProtocol
+            from thriftpy.transport import TMemoryBuffer
+            self.wire = thriftpy.load(os.path.join(ROOT, "idl", "batch.thrift"), module_name="batch_thrift")
+            catalog = thriftpy.load(os.path.join(ROOT, "example_server", "catalog.thrift"),
+                                    module_name="catalog_thrift")
+            self.Catalog, self.NotFound = catalog.Catalog, catalog.NotFound
+        self._proto, self._buffer = TBinaryProtocol, TMemoryBuffer
+        self.requests = []  # the BatchRequests the stand-in received
+
+    def encode(self, struct):
+        buf = self._buffer()
+        struct.write(self._proto(buf))
+        return buf.getvalue()
+
+    def decode(self, struct, data):
+        struct.read(self._proto(self._buffer(data)))
+        return struct
+
+    def stand_in(self, respond):
+        """A BatchService client on no connection whose executeBatch records
+        the request and returns respond(request)."""
+        proto = self._proto(self._buffer())
+        if self.apache:
+            client = self._service.Client(proto)
+        else:
+            from thriftpy.thrift import TClient
+            client = TClient(self.wire.BatchService, proto)
+
+        def execute_batch(request):
+            self.requests.append(request)
+            return respond(request)
+        client.executeBatch = execute_batch
+        return client
+
+    def connect(self):
+        """A BatchService client on a buffered binary connection to the
+        server; returns (client, close)."""
+        if self.apache:
+            from apache_batch import open_stack
+            trans, proto, _ = open_stack("buffered-binary", self.args.host, self.args.port)
+            return self._service.Client(proto), trans.close
+        from thriftpy.protocol import TBinaryProtocolFactory
+        from thriftpy.rpc import make_client
+        from thriftpy.transport import TBufferedTransportFactory
+        client = make_client(self.wire.BatchService, self.args.host, self.args.port,
+                             proto_factory=TBinaryProtocolFactory(),
+                             trans_factory=TBufferedTransportFactory(), timeout=20000)
+        return client, client.close
+
+    def response(self, id=None, reply=None, error=None):
+        """A wire Response; error is (type, message)."""
+        if error is not None:
+            error = self.wire.CallError(type=error[0], message=error[1])
+        return self.wire.Response(id=id, reply=reply, error=error)
+
+    def count_reply(self, n):
+        return self.encode(self.Catalog.countProducts_result(success=n))
+
+    def inner(self, n):
+        """The encoded BatchResponse answering n countProducts calls with
+        1000, 1001, ..."""
+        return self.encode(self.wire.BatchResponse(
+            responses=[self.response(id=i, reply=self.count_reply(1000 + i)) for i in range(n)]))
+
+    def compressed(self, codec, payload, responses=None):
+        """respond() for a BatchResponse carrying payload as compressedResponses."""
+        return lambda request: self.wire.BatchResponse(responses=responses or [], codec=codec,
+                                                       compressedResponses=payload)
+
+
+def raises(what, fn, exc_type, *fragments):
+    """Call fn; fail unless it raises exc_type whose text has every fragment.
+    Returns the exception."""
+    try:
+        fn()
+    except exc_type as e:
+        for f in fragments:
+            if f not in str(e):
+                fail("%s: %s %r lacks %r" % (what, type(e).__name__, str(e), f))
+        return e
+    except Exception as e:
+        fail("%s: want %s naming %r, got %s: %s" % (what, exc_type.__name__, fragments, type(e).__name__, e))
+    fail("%s: want %s naming %r, nothing raised" % (what, exc_type.__name__, fragments))
+
+
+def outcome(call):
+    """('value', v) or ('raised', exception) of call.result()."""
+    try:
+        return "value", call.result()
+    except Exception as e:
+        return "raised", e
+
+
+def expect_value(what, call, want):
+    kind, got = outcome(call)
+    if kind != "value" or got != want:
+        fail("%s: want %r, got %s %r" % (what, want, kind, got))
+
+
+def expect_call_error(what, call, type_, *fragments):
+    kind, got = outcome(call)
+    if not isinstance(got, CallError) or got.type != type_:
+        fail("%s: want CallError type %d, got %s %r" % (what, type_, kind, got))
+    for f in fragments:
+        if f not in got.message:
+            fail("%s: CallError message %r lacks %r" % (what, got.message, f))
+
+
+def expect_same_error(what, calls, err):
+    """Every call is done and its result() raises err itself."""
+    for i, call in enumerate(calls):
+        if not call.done:
+            fail("%s: call %d is not done after execute() raised %r" % (what, i, err))
+        kind, got = outcome(call)
+        if got is not err:
+            fail("%s: call %d result() gave %s %r, want the exception execute() raised: %r" % (what, i, kind, got, err))
+
+
+def module_without(*names):
+    """A fresh copy of thriftbatch_client, loaded while names do not import."""
+    saved = {n: sys.modules.get(n) for n in names}
+    try:
+        for n in names:
+            sys.modules[n] = None  # import raises ImportError
+        spec = importlib.util.spec_from_file_location("thriftbatch_client_without_" + "_".join(names), MODULE)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+
+
+def check_accept(lib):
+    client = lib.stand_in(lambda request: fail("executeBatch sent although Batch() should have refused"))
+    if tbc.S2 in tbc.accepted_codecs():
+        fail("accepted_codecs() offers S2, which no Python decoder reads")
+    raises("Batch(accept=[S2])", lambda: Batch(client, lib.Catalog, accept=[tbc.S2]), ValueError, "3", "S2")
+    raises("Batch(accept=[99])", lambda: Batch(client, lib.Catalog, accept=[99]), ValueError, "99")
+    raises("Batch(accept=[GZIP, S2])", lambda: Batch(client, lib.Catalog, accept=[tbc.GZIP, tbc.S2]),
+           ValueError, "S2")
+    for accept in (None, [], tbc.accepted_codecs(), [tbc.ZSTD, tbc.SNAPPY, tbc.GZIP, tbc.ZLIB]):
+        Batch(client, lib.Catalog, accept=accept)
+    for module, codec in (("zstandard", tbc.ZSTD), ("snappy", tbc.SNAPPY)):
+        other = module_without(module)
+        if codec in other.accepted_codecs():
+            fail("without %s, accepted_codecs() still offers codec %d" % (module, codec))
+        raises("Batch(accept=[%d]) without %s" % (codec, module),
+               lambda: other.Batch(client, lib.Catalog, accept=[codec]), ValueError, str(codec), module)
+        other.Batch(client, lib.Catalog)  # the default offers what imports
+    return "refused=S2,99,zstd-without-zstandard,snappy-without-snappy"
+
+
+def check_extends(lib):
+    if lib.apache:
+        from interop_base import Base
+        from interop_derived import Derived
+    else:
+        import thriftpy
+        testdata = os.path.join(HERE, "testdata")
+        Derived = thriftpy.load(os.path.join(testdata, "interop_derived.thrift"),
+                                module_name="interop_derived_thrift", include_dirs=[testdata]).Derived
+        Base = Derived
+
+    def respond(request):
+        responses = []
+        for r in request.requests:
+            name = r.method
+            args = lib.decode(getattr(Base if name in ("ping", "poke") else Derived, name + "_args")(),
+                              r.arguments)
+            if name == "ping":
+                if args.x is None:
+                    fail("ping(x=5) was sent with empty arguments: %r" % r.arguments)
+                reply = lib.encode(Base.ping_result(success=args.x + 1))
+            elif name == "pong":
+                reply = lib.encode(Derived.pong_result(success=args.y * 2))
+            elif name == "poke":
+                if args.x != 1:
+                    fail("poke(x=1) was sent with arguments %r" % r.arguments)
+                reply = b"\x00"
+            else:
+                fail("unexpected method %r in the batch" % name)
+            responses.append(lib.response(id=r.id, reply=reply))
+        return lib.wire.BatchResponse(responses=responses)
+
+    batch = Batch(lib.stand_in(respond), Derived, accept=[])
+    ping, poke, pong = batch.add("ping", x=5), batch.add("poke", x=1), batch.add("pong", y=4)
+    batch.execute()
+    expect_value("inherited ping(x=5)", ping, 6)
+    expect_value("inherited oneway poke(x=1)", poke, None)
+    expect_value("own pong(y=4)", pong, 8)
+    raises('add("nope") on Derived', lambda: batch.add("nope"), AttributeError, "Derived", "nope")
+    raises('add("noSuchMethod") on Catalog', lambda: Batch(lib.stand_in(respond), lib.Catalog).add("noSuchMethod"),
+           AttributeError, "Catalog", "noSuchMethod")
+    if lib.apache:
+        # A service module holding ping_args but no ping_result, and no Client
+        # saying ping is oneway: refused, not sent as a oneway call.
+        stub = types.ModuleType("stub.Stub")
+        stub.ping_args = Base.ping_args
+        raises("ping without a ping_result class", lambda: Batch(lib.stand_in(respond), stub).add("ping", x=1),
+               AttributeError, "ping_result")
+    return "inherited=ping,poke unknown=AttributeError"
+
+
+def check_settle(lib):
+    good = lib.count_reply(1000)
+    truncated = b"\x0c\x00\x00\x0a\x00\x01\x00\x00"  # Product{id: i64 cut short}
+    plan = [  # (method, kwargs, Response)
+        ("countProducts", {}, lib.response(id=0, reply=good)),
+        ("getProduct", {"id": 1}, lib.response(id=1, reply=truncated)),
+        ("countProducts", {}, lib.response(id=2)),
+        ("countProducts", {}, lib.response(id=3, reply=good, error=(6, "and an error"))),
+        ("countProducts", {}, lib.response(reply=good)),
+        ("countProducts", {}, lib.response(id=42, reply=good)),
+        ("getProduct", {"id": 6}, lib.response(id=6, reply=lib.encode(lib.Catalog.getProduct_result(
+            notFound=lib.NotFound(id=6, reason="gone"))))),
+        ("getProduct", {"id": 7}, lib.response(id=7, error=(1, "unknown method"))),
+        ("getProduct", {"id": 8}, lib.response(id=8, reply=lib.encode(lib.Catalog.getProduct_result()))),
+        ("recordView", {"id": 9}, lib.response(id=9, reply=b"\x00")),
+        ("countProducts", {}, lib.response(id=10, reply=good)),
+    ]
+    batch = Batch(lib.stand_in(lambda request: lib.wire.BatchResponse(responses=[p[2] for p in plan])),
+                  lib.Catalog, accept=[])
+    calls = [batch.add(method, **kwargs) for method, kwargs, _ in plan]
+    try:
+        batch.execute()
+    except Exception as e:
+        fail("execute() raised %s: %s; want each bad response settled on its own call" % (type(e).__name__, e))
+    for i, call in enumerate(calls):
+        if not call.done:
+            fail("call %d is not done after execute()" % i)
+    expect_value("call 0 (good reply)", calls[0], 1000)
+    expect_call_error("call 1 (reply cut short)", calls[1], PROTOCOL_ERROR, "reply of call 1 does not decode")
+    expect_call_error("call 2 (neither reply nor error)", calls[2], PROTOCOL_ERROR, "neither")
+    expect_call_error("call 3 (both reply and error)", calls[3], PROTOCOL_ERROR, "both")
+    expect_call_error("call 4 (no id)", calls[4], PROTOCOL_ERROR, "no id")
+    expect_call_error("call 5 (id 42)", calls[5], PROTOCOL_ERROR, "42")
+    kind, got = outcome(calls[6])
+    if not isinstance(got, lib.NotFound) or got.id != 6:
+        fail("call 6: want NotFound(id=6), got %s %r" % (kind, got))
+    expect_call_error("call 7 (CallError)", calls[7], 1, "unknown method")
+    expect_call_error("call 8 (no success)", calls[8], 5)
+    expect_value("call 9 (oneway)", calls[9], None)
+    expect_value("call 10 (good reply after bad ones)", calls[10], 1000)
+    return "calls=%d protocol_errors=5" % len(calls)
+
+
+def zero_bombs(size):
+    """{codec: size zero bytes compressed} for zstd, zlib and gzip, made
+    1 MiB at a time (zlib and gzip share one raw deflate stream)."""
+    import zstandard
+    chunk = bytes(1 << 20)
+    z, deflate = zstandard.ZstdCompressor().compressobj(), zlib.compressobj(1, zlib.DEFLATED, -15)
+    zs, raw, crc, adler = [], [], 0, 1
+    for _ in range(size >> 20):
+        zs.append(z.compress(chunk))
+        raw.append(deflate.compress(chunk))
+        crc, adler = zlib.crc32(chunk, crc), zlib.adler32(chunk, adler)
+    zs.append(z.flush())
+    raw.append(deflate.flush())
+    raw = b"".join(raw)
+    return {tbc.ZSTD: b"".join(zs),
+            tbc.ZLIB: b"\x78\x01" + raw + struct.pack(">I", adler),
+            tbc.GZIP: b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + struct.pack("<II", crc, size & 0xffffffff)}
+
+
+def inflated_size(codec, data):
+    """How many bytes data decompresses to, counted 16 MiB at a time."""
+    n = 0
+    if codec == tbc.ZSTD:
+        import io
+        import zstandard
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+        for chunk in iter(lambda: reader.read(1 << 24), b""):
+            n += len(chunk)
+        return n
+    d = zlib.decompressobj({tbc.ZLIB: 15, tbc.GZIP: 31}[codec])
+    while data:
+        n += len(d.decompress(data, 1 << 24))
+        data = d.unconsumed_tail
+    return n + len(d.flush()) if d.eof else -1
+
+
+def check_limit(lib):
+    import snappy
+    import zstandard
+    if tbc.DEFAULT_MAX_DECOMPRESSED_BYTES != 64 << 20:
+        fail("DEFAULT_MAX_DECOMPRESSED_BYTES is %r, want 64 MiB as the Go client" % tbc.DEFAULT_MAX_DECOMPRESSED_BYTES)
+    inner = lib.inner(3)
+    compress = {tbc.ZSTD: zstandard.ZstdCompressor().compress, tbc.SNAPPY: snappy.compress,
+                tbc.GZIP: gzip.compress, tbc.ZLIB: zlib.compress}
+    for codec, name in sorted(CODEC_NAMES.items()):
+        client = lib.stand_in(lib.compressed(codec, compress[codec](inner)))
+        batch = Batch(client, lib.Catalog, max_decompressed_bytes=len(inner))
+        calls = [batch.add("countProducts") for _ in range(3)]
+        batch.execute()
+        for i, call in enumerate(calls):
+            expect_value("%s at exactly the limit, call %d" % (name, i), call, 1000 + i)
+        limit = len(inner) - 1
+        batch = Batch(client, lib.Catalog, max_decompressed_bytes=limit)
+        calls = [batch.add("countProducts") for _ in range(3)]
+        err = raises("%s one byte over the limit" % name, batch.execute, ValueError, name, str(limit))
+        expect_same_error("%s one byte over the limit" % name, calls, err)
+
+    # Bombs of 256 MiB under the default limit: refused naming the codec and
+    # 67108864, and never decompressed further than the limit.
+    size = 256 << 20
+    bombs = zero_bombs(size)
+    for codec, bomb in bombs.items():
+        if inflated_size(codec, bomb) != size:
+            fail("the %s bomb does not decompress to %d bytes" % (CODEC_NAMES[codec], size))
+    # Snappy's header declares 4 GiB - 1; the body does not matter.
+    bombs[tbc.SNAPPY] = b"\xff\xff\xff\xff\x0f" + b"\x00" * 64
+    for codec, bomb in sorted(bombs.items()):
+        name = CODEC_NAMES[codec]
+        batch = Batch(lib.stand_in(lib.compressed(codec, bomb)), lib.Catalog)
+        calls = [batch.add("countProducts")]
+        err = raises("%s bomb of %d bytes" % (name, len(bomb)), batch.execute, ValueError, name, str(64 << 20))
+        expect_same_error("%s bomb" % name, calls, err)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # KiB -> MiB on Linux
+    if peak >= 224:
+        fail("peak RSS %d MiB after the bombs: they were decompressed past the 64 MiB limit" % peak)
+    return "codecs=zstd,snappy,gzip,zlib exact=ok bombs=refused peak_rss=%dMiB" % peak
+
+
+def check_corrupt(lib):
+    import snappy
+    import zstandard
+    inner = lib.inner(3)
+    z = zstandard.ZstdCompressor().compress(inner)
+    gz, zl, sn = gzip.compress(inner), zlib.compress(inner), snappy.compress(inner)
+    not_a_response = b"\x0f\x00\x01\x0c\x00\x00\x00\x05"  # a list of 5 Responses, then nothing
+    cases = [  # (what, codec, payload, fragments)
+        ("zstd cut short", tbc.ZSTD, z[:-4], ["truncated"]),
+        ("zstd with trailing garbage", tbc.ZSTD, z + b"garbage", ["7 bytes follow"]),
+        ("zstd of another format", tbc.ZSTD, b"hello world", []),
+        ("gzip cut short", tbc.GZIP, gz[:-4], ["truncated"]),
+        ("gzip with trailing garbage", tbc.GZIP, gz + b"garbage", ["7 bytes follow"]),
+        ("zlib cut short", tbc.ZLIB, zl[:-4], ["truncated"]),
+        ("zlib with trailing garbage", tbc.ZLIB, zl + b"garbage", ["7 bytes follow"]),
+        ("snappy cut short", tbc.SNAPPY, sn[:-4], []),
+        ("zstd absent", tbc.ZSTD, None, ["absent"]),
+        ("zlib empty", tbc.ZLIB, b"", ["empty"]),
+        ("zlib of bytes that are not a BatchResponse", tbc.ZLIB, zlib.compress(not_a_response), ["decode"]),
+    ]
+    for what, codec, payload, fragments in cases:
+        batch = Batch(lib.stand_in(lib.compressed(codec, payload)), lib.Catalog)
+        calls = [batch.add("countProducts") for _ in range(3)]
+        prefix = "thriftbatch: compressedResponses (codec %d) is corrupt: " % codec
+        err = raises(what, batch.execute, ValueError, prefix, *fragments)
+        expect_same_error(what, calls, err)
+    # A codec not accepted (S2) and compressed responses beside plain ones.
+    for what, respond, fragments in [
+            ("codec S2, not accepted", lib.compressed(tbc.S2, b"\x03abc"), ["codec 3", "not accept"]),
+            ("responses and compressedResponses both set",
+             lib.compressed(tbc.ZLIB, zl, responses=[lib.response(id=0, reply=lib.count_reply(1))]), ["both"])]:
+        batch = Batch(lib.stand_in(respond), lib.Catalog)
+        calls = [batch.add("countProducts")]
+        err = raises(what, batch.execute, ValueError, *fragments)
+        expect_same_error(what, calls, err)
+    return "cases=%d" % (len(cases) + 2)
+
+
+def check_failure(lib):
+    client, close = lib.connect()
+    # timeoutMillis -1 is refused as a whole: INVALID_REQUEST (6), nothing runs.
+    batch = Batch(client, lib.Catalog, timeout_millis=-1)
+    calls = [batch.add("getProduct", id=1), batch.add("countProducts")]
+    err = raises("timeoutMillis -1", batch.execute, lib.wire.BatchError, "timeoutMillis")
+    if err.code != 6:
+        fail("BatchError code %r, want 6 INVALID_REQUEST" % err.code)
+    expect_same_error("after a BatchError", calls, err)
+    # The batch is empty again and the connection still serves.
+    batch = Batch(client, lib.Catalog)
+    again = batch.add("getProduct", id=1)
+    if batch.execute() != [again]:
+        fail("the refused calls stayed in the batch")
+    kind, got = outcome(again)
+    if kind != "value" or got.id != 1:
+        fail("getProduct(1) after the BatchError: %s %r" % (kind, got))
+    # A transport error: the connection is closed under the batch.
+    close()
+    calls = [batch.add("countProducts"), batch.add("getProduct", id=2)]
+    try:
+        batch.execute()
+    except Exception as e:
+        err = e
+    else:
+        fail("execute() on a closed connection did not raise")
+    expect_same_error("after a transport error (%s)" % type(err).__name__, calls, err)
+    return "batch_error=reraised transport_error=reraised"
+
+
+def check_constants(lib):
+    want = {"UNKNOWN": 0, "UNKNOWN_METHOD": 1, "INVALID_MESSAGE_TYPE": 2, "WRONG_METHOD_NAME": 3,
+            "BAD_SEQUENCE_ID": 4, "MISSING_RESULT": 5, "INTERNAL_ERROR": 6, "PROTOCOL_ERROR": 7,
+            "INVALID_TRANSFORM": 8, "INVALID_PROTOCOL": 9, "UNSUPPORTED_CLIENT_TYPE": 10,
+            "CALL_DEADLINE_EXCEEDED": 100, "CALL_OVERLOADED": 101, "CALL_NOT_ALLOWED": 102,
+            "CALL_CANCELED": 103}
+    for name, value in want.items():
+        if getattr(CallError, name, None) != value:
+            fail("CallError.%s is %r, want %d (docs/SPEC.md 5.2)" % (name, getattr(CallError, name, None), value))
+    if lib.apache:
+        from thrift.Thrift import TApplicationException
+        from thriftbatch.batch import constants
+    else:
+        from thriftpy.thrift import TApplicationException
+        constants = lib.wire
+    for name, value in want.items():
+        for where, source in (("TApplicationException", TApplicationException), ("batch.thrift", constants)):
+            if hasattr(source, name) and getattr(source, name) != value:
+                fail("%s.%s is %r, CallError.%s %d" % (where, name, getattr(source, name), name, value))
+    return "constants=%d" % len(want)
+
+
+def check_header(lib):
+    if not lib.apache:
+        fail("--check header needs --library apache")
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
+    from thrift.protocol.THeaderProtocol import THeaderProtocol
+    from thrift.transport import TSocket
+    from thrift.transport.THeaderTransport import THeaderClientType, THeaderSubprotocolID
+    sock = TSocket.TSocket(lib.args.host, lib.args.port)
+    sock.setTimeout(20000)
+    proto = THeaderProtocol(sock, [THeaderClientType.HEADERS], THeaderSubprotocolID.BINARY)
+    sock.open()
+    client = lib._service.Client(proto)
+    raises("Batch on THeaderProtocol without protocol_factory", lambda: Batch(client, lib.Catalog),
+           ValueError, "THeaderProtocol", "protocol_factory")
+    batch = Batch(client, lib.Catalog, protocol_factory=TBinaryProtocolFactory())
+    p = batch.add("getProduct", id=7)
+    batch.execute()
+    kind, got = outcome(p)
+    if kind != "value" or got.id != 7:
+        fail("getProduct(7) over THeader: %s %r" % (kind, got))
+    sock.close()
+    return "refused_without_factory works_with_factory"
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0],
+                      library=("which Python Thrift library", ["apache", "thriftpy"], "apache"),
+                      gen=("Apache: directory of the code thrift --gen py generated", None, None),
+                      check=("the fault to check", CHECKS, None))
+    if not args.check:
+        fail("--check is required: one of %s" % ", ".join(CHECKS))
+    lib = Library(args)
+    detail = globals()["check_" + args.check](lib)
+    print("PASS helper-faults library=%s check=%s %s" % (args.library, args.check, detail))
+
+
+if __name__ == "__main__":
+    main()
