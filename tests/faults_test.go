@@ -258,7 +258,10 @@ func TestHandlerThatNeverReturns(t *testing.T) {
 					}
 				}
 				<-h.begun
-				s := proc.Stats()
+				// The batch leaves the processor's count once its answer
+				// is flushed, a moment after the client may have read it.
+				var s processor.Stats
+				poll.Until(waitBound, func() bool { s = proc.Stats(); return s.BatchesInFlight == 0 })
 				if s.Pool.Abandoned != n {
 					t.Errorf("Stats().Pool.Abandoned = %d, want %d", s.Pool.Abandoned, n)
 				}
