@@ -328,8 +328,8 @@ func (p *Pool) Close(ctx context.Context) error {
 	return nil
 }
 
-// IsClosed reports whether Close has begun: Run then returns ErrClosed. It
-// costs an atomic load.
+// IsClosed reports whether Close has begun; Run returns ErrClosed once Close
+// has stopped new batches, a moment later. It costs an atomic load.
 func (p *Pool) IsClosed() bool { return p.closed.Load() }
 
 // Status is what became of one index of a Run.
@@ -390,7 +390,9 @@ type run[T any] struct {
 // first; calls that had not started get StatusCanceled, calls still running
 // get StatusAbandoned and keep their worker until they return. fn should
 // honour ctx. A panic in fn gives that index StatusPanicked; the other calls
-// go on.
+// go on. fn must return or panic: a call that ends its goroutine with
+// runtime.Goexit is never settled, so its batch ends only when ctx is done,
+// and its worker stays counted as busy.
 //
 // Cost: 6 or 7 allocations per batch (go test -bench BatchOfTrivialTasks
 // ./pool), one of them Values (see RunInto), one helper hand-off for a batch

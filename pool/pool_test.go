@@ -712,6 +712,38 @@ func TestClose(t *testing.T) {
 		close(release)
 		<-returned
 	})
+	for _, panics := range []bool{false, true} {
+		t.Run(fmt.Sprintf("a call abandoned at its deadline that has since returned (panics: %v) does not hold up Close", panics), func(t *testing.T) {
+			p, err := pool.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			release := make(chan struct{})
+			runCtx, cancelRun := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancelRun()
+			res, err := pool.Run(runCtx, p, 1, 0, func(int) int {
+				<-release
+				if panics {
+					panic("late")
+				}
+				return 0
+			})
+			if err != nil || res.Status(0) != pool.StatusAbandoned {
+				t.Fatalf("Run = %v, %v; want the call abandoned", res.Status(0), err)
+			}
+			close(release)
+			for deadline := time.Now().Add(10 * time.Second); p.Running() != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the abandoned call's worker never came back")
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := p.Close(ctx); err != nil {
+				t.Errorf("Close with a done context once the abandoned call returned = %v, want nil", err)
+			}
+		})
+	}
 	t.Run("IsClosed reports whether Close has begun", func(t *testing.T) {
 		p, err := pool.New()
 		if err != nil {

@@ -78,10 +78,10 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		case errors.Is(herr, thrift.ErrAbandonRequest):
 			return false, terr
 		default:
-			// An exception execute built (INVALID_PROTOCOL) goes as it
+			// The INVALID_PROTOCOL exception execute built goes as it
 			// is; any other error as the generated code sends it.
 			var x thrift.TApplicationException
-			if !errors.As(herr, &x) {
+			if !errors.As(herr, &x) || x.TypeId() != thrift.INVALID_PROTOCOL {
 				x = thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
 			}
 			if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
