@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,7 +55,8 @@ var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 //
 // A batch the server refuses as too many calls or bytes (no call of it ran)
 // is sent again as two halves, and a refusal for too many calls also halves
-// MaxBatch for the batches after it. Any other failure of a batch as a whole
+// MaxBatch for the batches after it (so it may end up as low as half the
+// server's limit; it is not raised again). Any other failure of a batch as a whole
 // (a *batch.BatchError, such as one reply making the response too large,
 // or a broken connection) fails every call in it.
 type Auto struct {
@@ -118,9 +118,10 @@ func WithMaxInFlight(n int) AutoOption { return func(c *autoConfig) { c.maxInFli
 
 // NewAuto dials one connection with dial, to learn the protocol and fail
 // early, and returns an Auto that dials up to MaxInFlight connections as the
-// load needs them, each dial bounded by 10 s and ended by Close. dial must
-// return a new Client on a new connection each time, over the protocol of the
-// first. A batch waiting for a connection takes whichever comes first, a
+// load needs them, each dial given a ctx that ends after 10 s or at Close.
+// dial must return a new Client on a new connection each time, over the
+// protocol of the first, and return once its ctx is done: Close waits for a
+// dial in progress. A batch waiting for a connection takes whichever comes first, a
 // dialed one or one that a batch has freed; a dial's error fails it only when
 // no other connection is open or being dialed. Close the Auto to close its
 // connections and stop its goroutines.
@@ -229,21 +230,21 @@ func (p *pending) finish(kind wire.Kind) error {
 }
 
 // byDeadline reports whether err may be the work of a deadline: a call the
-// server stopped at the batch's deadline or canceled, or a failure of the
-// transport. The server's other answers (a declared exception, another
-// CallError, a *batch.BatchError, a TApplicationException) are the call's
+// server stopped at the batch's deadline or canceled, a failure of the
+// transport, or a context's error. The server's other answers (a declared
+// exception, another CallError, a *batch.BatchError, a
+// TApplicationException) and a reply that does not decode are the call's
 // own and stand.
 func byDeadline(err error) bool {
 	var ce *CallError
 	if errors.As(err, &ce) {
 		return ce.Code == batch.CALL_DEADLINE_EXCEEDED || ce.Code == batch.CALL_CANCELED
 	}
-	var ex thrift.TException
-	if errors.As(err, &ex) {
-		t := ex.TExceptionType()
-		return t == thrift.TExceptionTypeTransport || t == thrift.TExceptionTypeUnknown
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
 	}
-	return true
+	var ex thrift.TException
+	return errors.As(err, &ex) && ex.TExceptionType() == thrift.TExceptionTypeTransport
 }
 
 // enqueue puts p in the queue, waiting while it is full until ctx ends or
@@ -269,8 +270,9 @@ func (a *Auto) enqueue(ctx context.Context, p *pending) error {
 // answers the calls still queued with ErrClosed, and closes the connections.
 // A batch in flight ends when the server answers it or when its connection's
 // socket timeout passes (thrift.TConfiguration's SocketTimeout): without one,
-// a server that never answers keeps Close waiting. Close after the first
-// does nothing and returns nil.
+// a server that never answers keeps Close waiting. No batch leaves once Close
+// has begun. A Close after the first waits for the first to finish and
+// returns nil.
 func (a *Auto) Close() error {
 	var err error
 	a.closeOnce.Do(func() { err = a.close() })
@@ -306,6 +308,10 @@ func (a *Auto) collect() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
+		if a.stopped() {
+			a.drain()
+			return
+		}
 		var calls []*pending
 		select {
 		case p := <-a.queue:
@@ -324,7 +330,7 @@ func (a *Auto) collect() {
 		}
 		// Calls that came while waiting for a connection ride along;
 		// calls whose callers have gone stay behind.
-		calls = slices.DeleteFunc(a.takeQueued(calls), func(p *pending) bool { return p.state.Load() == abandoned })
+		calls = live(a.takeQueued(calls))
 		if len(calls) == 0 {
 			a.idle <- c
 			continue
@@ -332,6 +338,34 @@ func (a *Auto) collect() {
 		a.wg.Add(1)
 		go a.send(c, calls)
 	}
+}
+
+// stopped reports whether Close has begun.
+func (a *Auto) stopped() bool {
+	select {
+	case <-a.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// live returns calls without those whose callers have gone: calls itself
+// when there is none, a new slice otherwise.
+func live(calls []*pending) []*pending {
+	for i, p := range calls {
+		if p.state.Load() != abandoned {
+			continue
+		}
+		out := append(make([]*pending, 0, len(calls)-1), calls[:i]...)
+		for _, p := range calls[i+1:] {
+			if p.state.Load() != abandoned {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	return calls
 }
 
 // batchLimit is MaxBatch as it stands.
@@ -402,9 +436,12 @@ func (a *Auto) drain() {
 func (a *Auto) acquire() (*Client, error) {
 	var failed error // the last dial's, while other connections may come back
 	for {
+		if a.stopped() {
+			return nil, ErrClosed
+		}
 		select {
 		case c := <-a.idle:
-			return c, nil
+			return a.unlessStopped(c)
 		default:
 		}
 		tokens := a.tokens
@@ -413,15 +450,22 @@ func (a *Auto) acquire() (*Client, error) {
 		}
 		select {
 		case c := <-a.idle:
-			return c, nil
+			return a.unlessStopped(c)
 		case <-tokens:
+			select {
+			case <-a.died: // old news: this dial is the retry
+			default:
+			}
 			a.dialing = true
 			a.wg.Add(1)
 			go a.dialOne()
 		case r := <-a.dials:
 			a.dialing = false
 			if r.err == nil {
-				return r.c, nil
+				return a.unlessStopped(r.c)
+			}
+			if a.stopped() {
+				return nil, ErrClosed // the dial was ended by Close
 			}
 			if len(a.tokens) == cap(a.tokens) {
 				return nil, r.err // no connection to wait for
@@ -433,6 +477,16 @@ func (a *Auto) acquire() (*Client, error) {
 			return nil, ErrClosed
 		}
 	}
+}
+
+// unlessStopped returns c, or, once Close has begun, puts c back for Close
+// to close and returns ErrClosed: no batch leaves after Close has begun.
+func (a *Auto) unlessStopped(c *Client) (*Client, error) {
+	if a.stopped() {
+		a.idle <- c
+		return nil, ErrClosed
+	}
+	return c, nil
 }
 
 // dialOne dials a connection and hands the outcome to acquire through
@@ -481,6 +535,9 @@ func (a *Auto) send(c *Client, calls []*pending) {
 // after the other, and after too many calls lowers MaxBatch to the half.
 // It returns the error that broke c, if one did.
 func (a *Auto) execute(c *Client, calls []*pending) error {
+	if calls = live(calls); len(calls) == 0 {
+		return nil
+	}
 	requests := make([]*batch.Request, len(calls))
 	for i, p := range calls {
 		requests[i] = &p.req

@@ -136,7 +136,7 @@ func TestAutoTakesAFreedConnectionWhileDialing(t *testing.T) {
 		if err != nil {
 			t.Errorf("Close: %v", err)
 		}
-	case <-time.After(testBound):
+	case <-time.After(5 * time.Second): // well before the dial's own 10 s bound
 		t.Fatal("Close waits for a dial in progress")
 	}
 	if g.ended.Load() != 1 {
@@ -169,31 +169,43 @@ func TestAutoWaitsForAnOpenConnectionWhenADialFails(t *testing.T) {
 
 // TestAutoSplitsABatchOfTooManyCalls: a server that takes at most 4 calls a
 // batch refuses the Auto's larger batches before running any call; the Auto
-// sends them again in halves, so every call is answered.
+// sends them again in halves, so every call is answered, and lowers its
+// MaxBatch, so that the next round of calls is not refused at all.
 func TestAutoSplitsABatchOfTooManyCalls(t *testing.T) {
 	h := &svc{}
 	auto := mustAuto(t, start(t, h, processor.WithMaxCalls(4)).auto,
-		client.WithMaxInFlight(1), client.WithMaxWait(20*time.Millisecond))
-	const callers = 24
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for i := range callers {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), testBound)
-			defer cancel()
-			want := strings.Repeat("x", i)
-			if got, err := testsvc.NewTestClient(auto).Echo(ctx, want); err != nil || got != want {
-				errs <- errors.Join(err, errors.New("echo "+got))
-			}
-		})
+		client.WithMaxInFlight(1), client.WithMaxBatch(16), client.WithMaxWait(50*time.Millisecond))
+	round := func() {
+		const callers = 24
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		begin := make(chan struct{})
+		for i := range callers {
+			wg.Go(func() {
+				<-begin
+				ctx, cancel := context.WithTimeout(context.Background(), testBound)
+				defer cancel()
+				want := strings.Repeat("x", i)
+				if got, err := testsvc.NewTestClient(auto).Echo(ctx, want); err != nil || got != want {
+					errs <- errors.Join(err, errors.New("echo "+got))
+				}
+			})
+		}
+		close(begin)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	round()
+	if h.refused.Load() == 0 {
+		t.Fatal("the server refused no batch: the test proves nothing")
 	}
-	if n := h.batches.Load(); n < callers/4 {
-		t.Errorf("%d batches answered %d calls, at most 4 each: some were not sent", n, callers)
+	before := h.refused.Load()
+	round()
+	if n := h.refused.Load() - before; n != 0 {
+		t.Errorf("the server refused %d batches of the second round: MaxBatch was not lowered", n)
 	}
 }
 
@@ -254,5 +266,51 @@ func TestAutoChecksWhatDialReturns(t *testing.T) {
 	binary.Store(true)
 	if _, err := tc.Echo(ctx, "other protocol"); err == nil || !strings.Contains(err.Error(), "protocol") {
 		t.Errorf("a call on a connection dialed over another protocol = %v, want an error naming the protocol", err)
+	}
+}
+
+// TestAutoDialsAgainOnceAConnectionCloses: a batch waiting for the open
+// connection after a failed dial is told when that connection breaks, dials
+// again and, that dial failing too with no connection left, gets the dial's
+// error at once rather than at its own deadline.
+func TestAutoDialsAgainOnceAConnectionCloses(t *testing.T) {
+	h := &svc{}
+	var first atomic.Pointer[client.Client]
+	dial := start(t, h)
+	g := &gatedDial{dial: func(ctx context.Context, opts ...client.Option) (*client.Client, error) {
+		c, err := dial(ctx, opts...)
+		if err == nil {
+			first.CompareAndSwap(nil, c)
+		}
+		return c, err
+	}}
+	refused := errors.New("no route")
+	g.refuse.Store(&refused)
+	auto := mustAuto(t, g.auto, client.WithMaxInFlight(2), client.WithMaxWait(0))
+	slow := sleepyInFlight(t, h, testsvc.NewTestClient(auto), 5000)
+	echoed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testBound)
+		defer cancel()
+		_, err := testsvc.NewTestClient(auto).Echo(ctx, "waiting")
+		echoed <- err
+	}()
+	for deadline := time.Now().Add(testBound); g.n.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no second dial")
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // for the echo to wait on the open connection
+	first.Load().Close()              // the open connection breaks
+	if err := <-slow; err == nil {
+		t.Fatal("the call on the broken connection succeeded")
+	}
+	select {
+	case err := <-echoed:
+		if !errors.Is(err, refused) {
+			t.Errorf("the waiting echo = %v, want the dial's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting echo was not told that no connection is left")
 	}
 }

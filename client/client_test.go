@@ -28,6 +28,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) }
 type svc struct {
 	notes   atomic.Int64
 	batches atomic.Int64 // executeBatch calls seen, counted by middleware
+	refused atomic.Int64 // those answered with a BatchError
 
 	// sleepy's calls: how many are running, the most that ran at once, and
 	// their tags in the order they started.
@@ -100,7 +101,11 @@ func startAt(t testing.TB, h *svc, opts ...processor.Option) (dialer, string) {
 		}
 		return thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seq int32, in, out thrift.TProtocol) (bool, thrift.TException) {
 			h.batches.Add(1)
-			return next.Process(ctx, seq, in, out)
+			ok, err := next.Process(ctx, seq, in, out)
+			if errors.As(err, new(*batch.BatchError)) {
+				h.refused.Add(1)
+			}
+			return ok, err
 		}}
 	})
 	sock, err := thrift.NewTServerSocket("127.0.0.1:0")
