@@ -31,52 +31,99 @@ _CODEC_MODULES = {ZSTD: "zstandard", SNAPPY: "snappy"}
 # client.DefaultMaxDecompressedBytes (client.WithMaxDecompressedBytes).
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 << 20
 
+# The zstd frame's magic number (RFC 8878 3.1.1).
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # At most 128 KiB come out of a 4-byte zstd block (an RLE block).
 _ZSTD_MAX_RATIO = 32768
+# A frame that does not declare its content size is fed to the decompressor
+# this many bytes at least per step: they complete at most 4 blocks, so at
+# most 512 KiB come out past max_decompressed_bytes before it is refused.
+_ZSTD_MIN_STEP = 16
 
 
 class _TooLarge(ValueError):
     """A compressed payload decompresses to more than the limit."""
 
-    def __init__(self, codec, limit):
+    def __init__(self, codec, limit, declared=None):
         super().__init__("thriftbatch: compressedResponses (codec %d, %s) decompresses to more than "
-                         "max_decompressed_bytes = %d bytes" % (codec, _CODEC_NAMES[codec], limit))
+                         "max_decompressed_bytes = %d bytes%s"
+                         % (codec, _CODEC_NAMES[codec], limit,
+                            "" if declared is None else " (it declares %d)" % declared))
 
 
 def _unzstd(zstandard):
     def run(data, limit):
-        d = zstandard.ZstdDecompressor().decompressobj()
-        view, pos, size, out = memoryview(data), 0, 0, []
-        while pos < len(view) and not d.eof:
-            # Little enough input that its output cannot go far past limit,
-            # whatever its ratio: no bomb is decompressed whole.
-            step = max(256, (limit - size) // _ZSTD_MAX_RATIO)
-            chunk = d.decompress(view[pos:pos + step])
-            pos += step
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge(ZSTD, limit)
-            out.append(chunk)
-        if not d.eof:
-            raise ValueError("the zstd frame is truncated (%d bytes decompressed before its input ended)" % size)
-        trailing = len(d.unused_data) + max(len(view) - pos, 0)
-        if trailing:
-            raise ValueError("%d bytes follow the end of the zstd frame" % trailing)
-        return b"".join(out)
+        if data[:4] != _ZSTD_MAGIC:
+            raise ValueError("it is not a zstd frame: it starts with %s, not the magic number %s"
+                             % (data[:4].hex(), _ZSTD_MAGIC.hex()))
+        params = zstandard.get_frame_parameters(data)
+        if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
+            return _unzstd_stepwise(zstandard, data, limit)
+        if params.content_size > limit:
+            raise _TooLarge(ZSTD, limit, params.content_size)
+        end = _zstd_frame_end(data, zstandard.frame_header_size(data), params.has_checksum)
+        if end < len(data):
+            raise ValueError("%d bytes follow the end of the zstd frame" % (len(data) - end))
+        # One call into a buffer of the declared size, which libzstd does not
+        # write past: a frame holding more fails ("Destination buffer is too
+        # small"), one holding less too ("Data corruption detected").
+        return zstandard.ZstdDecompressor().decompress(data)
     return run
+
+
+def _zstd_frame_end(data, pos, checksum):
+    """The end of the zstd frame whose first block starts at pos, found from
+    its block headers (RFC 8878 3.1.1.2), its checksum included."""
+    header = 0
+    while pos + 3 <= len(data):
+        header = int.from_bytes(data[pos:pos + 3], "little")
+        kind = header >> 1 & 3
+        if kind == 3:
+            raise ValueError("the zstd block at byte %d has the reserved block type" % pos)
+        pos += 3 + (1 if kind == 1 else header >> 3)  # an RLE block holds 1 byte
+        if header & 1:  # the last block
+            if pos + (4 if checksum else 0) > len(data):
+                break
+            return pos + (4 if checksum else 0)
+    raise ValueError("the zstd frame is truncated: its %d bytes end inside %s"
+                     % (len(data), "its last block or its checksum" if header & 1 else "a block"))
+
+
+def _unzstd_stepwise(zstandard, data, limit):
+    """Decompress a frame that does not declare its content size, a few
+    bytes of input at a time: little enough that their output cannot go far
+    past limit, whatever its ratio."""
+    d = zstandard.ZstdDecompressor().decompressobj()
+    view, pos, size, out = memoryview(data), 0, 0, []
+    while pos < len(view) and not d.eof:
+        step = max(_ZSTD_MIN_STEP, (limit - size) // _ZSTD_MAX_RATIO)
+        chunk = d.decompress(view[pos:pos + step])
+        pos += step
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(ZSTD, limit)
+        out.append(chunk)
+    if not d.eof:
+        raise ValueError("the zstd frame is truncated (%d bytes decompressed before its input ended)" % size)
+    trailing = len(d.unused_data) + max(len(view) - pos, 0)
+    if trailing:
+        raise ValueError("%d bytes follow the end of the zstd frame" % trailing)
+    return b"".join(out)
 
 
 def _unsnappy(snappy):
     def run(data, limit):
         # The block starts with the uncompressed length, a varint.
         length = shift = 0
-        for b in data[:5]:
+        for n, b in enumerate(data[:5], 1):
             length |= (b & 0x7f) << shift
             shift += 7
             if b < 0x80:
                 break
         else:
             raise ValueError("the snappy block has no valid length header")
+        if length > 0xffffffff:  # at most 32 bits: the fifth byte holds 4
+            raise ValueError("the snappy length header (%s) overflows 32 bits" % data[:n].hex(" "))
         if length > limit:
             raise _TooLarge(SNAPPY, limit)
         return snappy.uncompress(data)
@@ -86,7 +133,8 @@ def _unsnappy(snappy):
 def _unzlib(codec, wbits):
     def run(data, limit):
         d = zlib.decompressobj(wbits)
-        out = d.decompress(data, limit + 1)
+        # max_length is a C ssize_t: a larger limit is no limit anyway.
+        out = d.decompress(data, min(limit, sys.maxsize - 1) + 1)
         if len(out) > limit:
             raise _TooLarge(codec, limit)
         if not d.eof:
@@ -125,12 +173,16 @@ def accepted_codecs():
 def decompress(codec, data, max_bytes=DEFAULT_MAX_DECOMPRESSED_BYTES):
     """Decompress a compressedResponses payload written with codec.
 
-    Raises ValueError when codec is not one of accepted_codecs(), when the
-    payload would decompress to more than max_bytes, and when it is corrupt
-    (not of that format, truncated, or followed by other bytes).
+    Raises ValueError when codec is not one of accepted_codecs(), when
+    max_bytes is not a positive int, when the payload would decompress to
+    more than max_bytes, and when it is corrupt (not of that format,
+    truncated, or followed by other bytes, a second zstd frame or gzip
+    member included). A zstd frame without a content size may decompress up
+    to 512 KiB past max_bytes before it is refused (README.md).
     """
     if codec not in _DECOMPRESS:
         raise ValueError("thriftbatch: cannot decompress codec %s%s" % (_codec_name(codec), _missing(codec)))
+    _check_limit("max_bytes", max_bytes)
     try:
         return _DECOMPRESS[codec](_as_bytes(data), max_bytes)
     except _TooLarge as e:
@@ -140,6 +192,12 @@ def decompress(codec, data, max_bytes=DEFAULT_MAX_DECOMPRESSED_BYTES):
     # Raised here, out of the except clauses, the error refers to no frame
     # of the decompressor: calls that keep it keep no output alive.
     raise error
+
+
+def _check_limit(name, limit):
+    # 0 or less would make zlib's max_length unbounded (0) or invalid.
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        raise ValueError("thriftbatch: %s must be a positive int, got %r" % (name, limit))
 
 
 def _codec_name(codec):
@@ -180,6 +238,10 @@ class CallError(Exception):
     INVALID_TRANSFORM, INVALID_PROTOCOL, UNSUPPORTED_CLIENT_TYPE = 8, 9, 10
     # thriftbatch's own (idl/batch.thrift constants).
     CALL_DEADLINE_EXCEEDED, CALL_OVERLOADED, CALL_NOT_ALLOWED, CALL_CANCELED = 100, 101, 102, 103
+    # Deprecated: the names of 100..103 before 6e6a903, kept as aliases for
+    # code written against them. Use the CALL_ names above.
+    DEADLINE_EXCEEDED, OVERLOADED, NOT_ALLOWED, CANCELED = (
+        CALL_DEADLINE_EXCEEDED, CALL_OVERLOADED, CALL_NOT_ALLOWED, CALL_CANCELED)
 
     def __init__(self, type, message):
         super().__init__("thriftbatch call error %s: %s" % (type, message))
@@ -197,7 +259,7 @@ class Call:
         self.method = method
         self.arguments = arguments
         self._result_class = result_class
-        self._reply = self._error = None
+        self._reply = self._error = self._tb = None
         self.done = False
 
     def result(self):
@@ -212,7 +274,10 @@ class Call:
         if not self.done:
             raise RuntimeError("thriftbatch: %s has not been executed" % self.method)
         if self._error is not None:
-            raise self._error
+            # From the traceback it had when the call was settled: raising
+            # it as is would add this frame and the caller's to the shared
+            # exception's traceback at every result().
+            raise self._error.with_traceback(self._tb)
         return self._reply
 
 
@@ -249,9 +314,7 @@ class Batch:
                 raise ValueError("thriftbatch: accept names codec %s, which this module cannot decompress%s; "
                                  "it can: %s" % (_codec_name(codec), _missing(codec),
                                                  ", ".join(_codec_name(c) for c in accepted_codecs())))
-        if not isinstance(max_decompressed_bytes, int) or max_decompressed_bytes <= 0:
-            raise ValueError("thriftbatch: max_decompressed_bytes must be a positive int, got %r"
-                             % (max_decompressed_bytes,))
+        _check_limit("max_decompressed_bytes", max_decompressed_bytes)
         self._max_decompressed = max_decompressed_bytes
         self._timeout = timeout_millis
         self._sequential = sequential
@@ -298,7 +361,7 @@ class Batch:
             responses = self._exchange(calls)
         except Exception as e:
             for call in calls:
-                call._reply, call._error, call.done = None, e, True
+                call._reply, call._error, call._tb, call.done = None, e, e.__traceback__, True
             raise
         for i, (call, r) in enumerate(zip(calls, responses)):
             self._settle(i, call, r)

@@ -12,13 +12,21 @@ precisely, with Apache Thrift for Python (generated code) or with ThriftPy
              error, a missing or wrong id are CallError PROTOCOL_ERROR on
              that call only; no call ends with a silent None.
   limit      max_decompressed_bytes (default 64 MiB) bounds the decompressed
-             response for every codec, exact size included, without first
-             allocating what a bomb decompresses to.
-  corrupt    truncated, trailing-garbage or absent compressedResponses, and
+             response for every codec, exact size included (a response of
+             many zstd steps and blocks), and a limit beyond C's ssize_t
+             works. Bombs (zeros, hand-built zstd RLE frames with and
+             without a content size or lying about it) are refused at 1 MiB
+             and 64 MiB, the decompressors having produced (or allocated up
+             front) at most the limit plus the README's bound: 512 KiB for
+             zstd, 1 byte for gzip and zlib, nothing for Snappy.
+  corrupt    truncated, trailing-garbage (a second frame or member too) or
+             absent compressedResponses, a Snappy length over 32 bits, and
              a payload that does not decode, name what was wrong.
   failure    after a BatchError or a transport error, every call's result()
-             raises that same exception.
-  constants  CallError's constants are the names and values of SPEC 5.2.
+             raises that same exception, 100 times with a traceback of
+             constant length (as after every failed execute() here).
+  constants  CallError's constants are the names and values of SPEC 5.2;
+             the names before it are deprecated aliases.
   header     (Apache only; HOST:PORT serves -transport header) a client on
              THeaderProtocol without protocol_factory is refused naming
              protocol_factory, and works with it.
@@ -33,7 +41,7 @@ usage: helper_faults.py HOST:PORT --library apache|thriftpy --check CHECK [--gen
 import gzip
 import importlib.util
 import os
-import resource
+import random
 import struct
 import sys
 import types
@@ -52,6 +60,9 @@ from thriftbatch_client import Batch, CallError  # noqa: E402
 CHECKS = ["accept", "extends", "settle", "limit", "corrupt", "failure", "constants", "header"]
 CODEC_NAMES = {tbc.ZSTD: "zstd", tbc.SNAPPY: "snappy", tbc.GZIP: "gzip", tbc.ZLIB: "zlib"}
 PROTOCOL_ERROR = 7
+# How far past max_decompressed_bytes each codec may decompress before the
+# payload is refused, as clients/python/README.md states.
+OVERSHOOT = {tbc.ZSTD: 512 << 10, tbc.GZIP: 1, tbc.ZLIB: 1, tbc.SNAPPY: 0}
 
 
 class Library:
@@ -69,9 +80,9 @@ class Library:
             from thrift.protocol.TBinaryProtocol import TBinaryProtocol
             from thrift.transport.TTransport import TMemoryBuffer
             from catalog import Catalog
-            from catalog.ttypes import NotFound
+            from catalog.ttypes import NotFound, Product
             from thriftbatch.batch import BatchService, ttypes
-            self.Catalog, self.NotFound, self.wire = Catalog, NotFound, ttypes
+            self.Catalog, self.NotFound, self.Product, self.wire = Catalog, NotFound, Product, ttypes
             self._service = BatchService
         else:
             import thriftpy
@@ -80,7 +91,7 @@ class Library:
             self.wire = thriftpy.load(os.path.join(ROOT, "idl", "batch.thrift"), module_name="batch_thrift")
             catalog = thriftpy.load(os.path.join(ROOT, "example_server", "catalog.thrift"),
                                     module_name="catalog_thrift")
-            self.Catalog, self.NotFound = catalog.Catalog, catalog.NotFound
+            self.Catalog, self.NotFound, self.Product = catalog.Catalog, catalog.NotFound, catalog.Product
         self._proto, self._buffer = TBinaryProtocol, TMemoryBuffer
         self.requests = []  # the BatchRequests the stand-in received
 
@@ -139,6 +150,17 @@ class Library:
         return self.encode(self.wire.BatchResponse(
             responses=[self.response(id=i, reply=self.count_reply(1000 + i)) for i in range(n)]))
 
+    def big_inner(self, n, size):
+        """(the encoded BatchResponse answering n getProduct calls with
+        Products whose descriptions hold size random hex digits, those
+        descriptions)."""
+        rnd = random.Random(n * size)
+        descriptions = ["%0*x" % (size, rnd.getrandbits(4 * size)) for _ in range(n)]
+        return self.encode(self.wire.BatchResponse(responses=[
+            self.response(id=i, reply=self.encode(self.Catalog.getProduct_result(
+                success=self.Product(id=i, description=d))))
+            for i, d in enumerate(descriptions)])), descriptions
+
     def compressed(self, codec, payload, responses=None):
         """respond() for a BatchResponse carrying payload as compressedResponses."""
         return lambda request: self.wire.BatchResponse(responses=responses or [], codec=codec,
@@ -184,13 +206,30 @@ def expect_call_error(what, call, type_, *fragments):
 
 
 def expect_same_error(what, calls, err):
-    """Every call is done and its result() raises err itself."""
+    """Every call is done and its result() raises err itself, with a
+    traceback that does not grow with every result()."""
     for i, call in enumerate(calls):
         if not call.done:
             fail("%s: call %d is not done after execute() raised %r" % (what, i, err))
         kind, got = outcome(call)
         if got is not err:
             fail("%s: call %d result() gave %s %r, want the exception execute() raised: %r" % (what, i, kind, got, err))
+    lengths = []
+    for _ in range(100):
+        try:
+            calls[0].result()
+        except Exception as e:
+            lengths.append(traceback_length(e.__traceback__))
+    if min(lengths) != max(lengths):
+        fail("%s: the traceback of the exception result() raises grew from %d to %d frames over 100 calls"
+             % (what, lengths[0], lengths[-1]))
+
+
+def traceback_length(tb):
+    n = 0
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
 
 
 def module_without(*names):
@@ -361,46 +400,217 @@ def inflated_size(codec, data):
     return n + len(d.flush()) if d.eof else -1
 
 
+def rle_frame(size, content_size=None):
+    """A zstd frame of size zero bytes in RLE blocks of 128 KiB (4 bytes
+    each), with a 128 KiB window; content_size, if given, is declared in its
+    header whatever size is."""
+    if content_size is None:
+        out = [b"\x28\xb5\x2f\xfd\x00\x38"]  # no content size; window descriptor 2^17
+    else:
+        out = [b"\x28\xb5\x2f\xfd\xc0\x38" + struct.pack("<Q", content_size)]  # 8-byte content size
+    while True:
+        block = min(size, 128 << 10)
+        size -= block
+        last = size == 0
+        out.append(struct.pack("<I", last | 1 << 1 | block << 3)[:3] + b"\x00")  # type 1: RLE
+        if last:
+            return b"".join(out)
+
+
+def snappy_length(data):
+    """The length a Snappy block declares (its varint header), or 0."""
+    n = shift = 0
+    for b in bytes(data[:5]):
+        n |= (b & 0x7f) << shift
+        shift += 7
+        if b < 0x80:
+            return n
+    return 0
+
+
+class Produced:
+    """While active, counts the bytes the helper gets from the decompressors,
+    with what they allocate up front: a one-shot zstd decompression the
+    frame's declared content size, Snappy the declared length. Only the
+    calls below are measured: the helper touching any other attribute of
+    the wrapped objects is recorded in unmeasured."""
+
+    def __init__(self):
+        self.total = 0
+        self.unmeasured = []
+
+    def count(self, n):
+        self.total += n
+
+    def __enter__(self):
+        import snappy
+        import zstandard
+        self._saved = (zstandard.ZstdDecompressor, zlib.decompressobj, snappy.uncompress)
+        real_zstd, real_zlib, real_snappy = self._saved
+        produced = self
+
+        class Wrapped:
+            def __init__(self, inner):
+                self._inner = inner
+
+            def __getattr__(self, name):
+                produced.unmeasured.append("%s.%s" % (type(self._inner).__name__, name))
+                return getattr(self._inner, name)
+
+        class Stream(Wrapped):  # a zstd or zlib decompressobj
+            def decompress(self, data, *args):
+                out = self._inner.decompress(data, *args)
+                produced.count(len(out))
+                return out
+
+            def flush(self, *args):
+                out = self._inner.flush(*args)
+                produced.count(len(out))
+                return out
+
+            eof = property(lambda self: self._inner.eof)
+            unused_data = property(lambda self: self._inner.unused_data)
+            unconsumed_tail = property(lambda self: self._inner.unconsumed_tail)
+
+        class Zstd(Wrapped):
+            def decompressobj(self, *args, **kwargs):
+                return Stream(self._inner.decompressobj(*args, **kwargs))
+
+            def decompress(self, data, *args, **kwargs):
+                try:
+                    declared = zstandard.get_frame_parameters(data).content_size
+                except zstandard.ZstdError:
+                    declared = zstandard.CONTENTSIZE_UNKNOWN
+                if declared != zstandard.CONTENTSIZE_UNKNOWN:
+                    produced.count(declared)  # its output buffer
+                out = self._inner.decompress(data, *args, **kwargs)
+                if declared == zstandard.CONTENTSIZE_UNKNOWN:
+                    produced.count(len(out))
+                return out
+
+        def uncompress(data, *args, **kwargs):
+            out = real_snappy(data, *args, **kwargs)
+            produced.count(max(len(out), snappy_length(data)))
+            return out
+        zstandard.ZstdDecompressor = lambda *args, **kwargs: Zstd(real_zstd(*args, **kwargs))
+        zlib.decompressobj = lambda *args, **kwargs: Stream(real_zlib(*args, **kwargs))
+        snappy.uncompress = uncompress
+        return self
+
+    def __exit__(self, *exc):
+        import snappy
+        import zstandard
+        zstandard.ZstdDecompressor, zlib.decompressobj, snappy.uncompress = self._saved
+        return False
+
+    def expect_within(self, what, bound):
+        if self.unmeasured:
+            fail("%s: the helper used %s, which this check does not measure" % (what, ", ".join(self.unmeasured)))
+        if self.total > bound:
+            fail("%s: the decompressors produced %d bytes, more than %d (max_decompressed_bytes and the "
+                 "README's bound)" % (what, self.total, bound))
+
+
 def check_limit(lib):
     import snappy
     import zstandard
     if tbc.DEFAULT_MAX_DECOMPRESSED_BYTES != 64 << 20:
         fail("DEFAULT_MAX_DECOMPRESSED_BYTES is %r, want 64 MiB as the Go client" % tbc.DEFAULT_MAX_DECOMPRESSED_BYTES)
-    inner = lib.inner(3)
-    compress = {tbc.ZSTD: zstandard.ZstdCompressor().compress, tbc.SNAPPY: snappy.compress,
-                tbc.GZIP: gzip.compress, tbc.ZLIB: zlib.compress}
-    for codec, name in sorted(CODEC_NAMES.items()):
-        client = lib.stand_in(lib.compressed(codec, compress[codec](inner)))
-        batch = Batch(client, lib.Catalog, max_decompressed_bytes=len(inner))
-        calls = [batch.add("countProducts") for _ in range(3)]
-        batch.execute()
-        for i, call in enumerate(calls):
-            expect_value("%s at exactly the limit, call %d" % (name, i), call, 1000 + i)
-        limit = len(inner) - 1
-        batch = Batch(client, lib.Catalog, max_decompressed_bytes=limit)
-        calls = [batch.add("countProducts") for _ in range(3)]
-        err = raises("%s one byte over the limit" % name, batch.execute, ValueError, name, str(limit))
-        expect_same_error("%s one byte over the limit" % name, calls, err)
 
-    # Bombs of 256 MiB under the default limit: refused naming the codec and
-    # 67108864, and never decompressed further than the limit.
+    # Exactly at the limit and one byte over, with a response of 8 Products
+    # of 48 KiB: some 200 KiB of zstd input, fed in many steps, and blocks
+    # of 128 KiB.
+    inner, descriptions = lib.big_inner(8, 48 << 10)
+    stream = zstandard.ZstdCompressor().compressobj()
+    payloads = [
+        ("zstd", tbc.ZSTD, zstandard.ZstdCompressor().compress(inner)),
+        ("zstd without content size", tbc.ZSTD, stream.compress(inner) + stream.flush()),
+        ("snappy", tbc.SNAPPY, snappy.compress(inner)),
+        ("gzip", tbc.GZIP, gzip.compress(inner)),
+        ("zlib", tbc.ZLIB, zlib.compress(inner)),
+    ]
+    if zstandard.get_frame_parameters(payloads[1][2]).content_size != zstandard.CONTENTSIZE_UNKNOWN:
+        fail("the zstd stream declares its content size")
+
+    def run(what, codec, payload, limit, *fragments):
+        """Execute a batch of getProduct calls answered by payload; expect
+        every value, or (fragments given) execute() to raise ValueError."""
+        batch = Batch(lib.stand_in(lib.compressed(codec, payload)), lib.Catalog, max_decompressed_bytes=limit)
+        calls = [batch.add("getProduct", id=i) for i in range(len(descriptions))]
+        with Produced() as produced:
+            if fragments:
+                err = raises(what, batch.execute, ValueError, *fragments)
+            else:
+                try:
+                    batch.execute()
+                except Exception as e:
+                    fail("%s: execute() raised %s: %s" % (what, type(e).__name__, e))
+        produced.expect_within(what, limit + (OVERSHOOT[codec] if fragments else 0))
+        if fragments:
+            return expect_same_error(what, calls, err)
+        for i, call in enumerate(calls):
+            kind, got = outcome(call)
+            if kind != "value" or got.id != i or got.description != descriptions[i]:
+                fail("%s: call %d: %s %r, want Product %d and its description" % (what, i, kind, got, i))
+
+    for what, codec, payload in payloads:
+        name = CODEC_NAMES[codec]
+        run("%s at exactly the limit (%d bytes)" % (what, len(inner)), codec, payload, len(inner))
+        run("%s one byte over the limit" % what, codec, payload, len(inner) - 1, name, str(len(inner) - 1))
+        # A limit beyond C's ssize_t is no limit, not an error (zlib's
+        # max_length overflowed).
+        for limit in (sys.maxsize, 1 << 80):
+            run("%s at max_decompressed_bytes %d" % (what, limit), codec, payload, limit)
+    client = lib.stand_in(lambda request: fail("executeBatch sent with an invalid limit"))
+    for limit in (0, -1, True, 1.5, None):
+        raises("max_decompressed_bytes=%r" % (limit,),
+               lambda: Batch(client, lib.Catalog, max_decompressed_bytes=limit), ValueError, "positive int")
+        raises("decompress(max_bytes=%r)" % (limit,), lambda: tbc.decompress(tbc.GZIP, payloads[3][2], limit),
+               ValueError, "positive int")
+
+    # Bombs of 256 MiB at 1 MiB and at the default limit: refused naming
+    # the codec and the limit (or as corrupt: the frames whose content
+    # size lies), the decompressors having produced at most the limit plus
+    # the codec's bound.
     size = 256 << 20
-    bombs = zero_bombs(size)
-    for codec, bomb in bombs.items():
+    zeros = zero_bombs(size)
+    for codec, bomb in zeros.items():
         if inflated_size(codec, bomb) != size:
             fail("the %s bomb does not decompress to %d bytes" % (CODEC_NAMES[codec], size))
-    # Snappy's header declares 4 GiB - 1; the body does not matter.
-    bombs[tbc.SNAPPY] = b"\xff\xff\xff\xff\x0f" + b"\x00" * 64
-    for codec, bomb in sorted(bombs.items()):
-        name = CODEC_NAMES[codec]
-        batch = Batch(lib.stand_in(lib.compressed(codec, bomb)), lib.Catalog)
-        calls = [batch.add("countProducts")]
-        err = raises("%s bomb of %d bytes" % (name, len(bomb)), batch.execute, ValueError, name, str(64 << 20))
-        expect_same_error("%s bomb" % name, calls, err)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # KiB -> MiB on Linux
-    if peak >= 224:
-        fail("peak RSS %d MiB after the bombs: they were decompressed past the 64 MiB limit" % peak)
-    return "codecs=zstd,snappy,gzip,zlib exact=ok bombs=refused peak_rss=%dMiB" % peak
+    for what, bomb in (("RLE frame", rle_frame(size)), ("RLE frame with its content size", rle_frame(size, size))):
+        if inflated_size(tbc.ZSTD, bomb) != size:
+            fail("the zstd %s does not decompress to %d bytes" % (what, size))
+    summary = []
+    for limit in (1 << 20, None):
+        shown = limit or tbc.DEFAULT_MAX_DECOMPRESSED_BYTES
+        # libzstd writes no further than the declared content size.
+        too_large, corrupt = (str(shown),), ("is corrupt", "Destination buffer is too small")
+        bombs = [
+            ("zstd zeros without content size", tbc.ZSTD, zeros[tbc.ZSTD], too_large),
+            ("zstd RLE frame without content size", tbc.ZSTD, rle_frame(size), too_large),
+            ("zstd RLE frame declaring its content size", tbc.ZSTD, rle_frame(size, size), too_large),
+            ("zstd RLE frame declaring 1,000 bytes", tbc.ZSTD, rle_frame(size, 1000), corrupt),
+            ("zstd RLE frame declaring the limit", tbc.ZSTD, rle_frame(size, shown), corrupt),
+            ("gzip zeros", tbc.GZIP, zeros[tbc.GZIP], too_large),
+            ("zlib zeros", tbc.ZLIB, zeros[tbc.ZLIB], too_large),
+            # Snappy's header declares 4 GiB - 1; the body does not matter.
+            ("snappy header of 4 GiB - 1", tbc.SNAPPY, b"\xff\xff\xff\xff\x0f" + b"\x00" * 64, too_large),
+        ]
+        most = 0
+        for what, codec, bomb, fragments in bombs:
+            what = "%s of %d bytes at limit %d" % (what, len(bomb), shown)
+            options = {} if limit is None else {"max_decompressed_bytes": limit}
+            batch = Batch(lib.stand_in(lib.compressed(codec, bomb)), lib.Catalog, **options)
+            calls = [batch.add("countProducts")]
+            with Produced() as produced:
+                err = raises(what, batch.execute, ValueError, CODEC_NAMES[codec] if fragments is too_large
+                             else "(codec %d)" % codec, *fragments)
+            produced.expect_within(what, shown + OVERSHOOT[codec])
+            expect_same_error(what, calls, err)
+            if codec == tbc.ZSTD:
+                most = max(most, produced.total - shown)
+        summary.append("zstd_overshoot_at_%d=%d" % (shown, most))
+    return "codecs=zstd,snappy,gzip,zlib exact=%d bytes bombs=refused %s" % (len(inner), " ".join(summary))
 
 
 def check_corrupt(lib):
@@ -408,6 +618,8 @@ def check_corrupt(lib):
     import zstandard
     inner = lib.inner(3)
     z = zstandard.ZstdCompressor().compress(inner)
+    stream = zstandard.ZstdCompressor().compressobj()
+    z_stream = stream.compress(inner) + stream.flush()
     gz, zl, sn = gzip.compress(inner), zlib.compress(inner), snappy.compress(inner)
     not_a_response = b"\x0f\x00\x01\x0c\x00\x00\x00\x05"  # a list of 5 Responses, then nothing
     cases = [  # (what, codec, payload, fragments)
@@ -419,6 +631,15 @@ def check_corrupt(lib):
         ("zlib cut short", tbc.ZLIB, zl[:-4], ["truncated"]),
         ("zlib with trailing garbage", tbc.ZLIB, zl + b"garbage", ["7 bytes follow"]),
         ("snappy cut short", tbc.SNAPPY, sn[:-4], []),
+        ("snappy with trailing garbage", tbc.SNAPPY, sn + b"garbage", []),
+        ("snappy length over 32 bits", tbc.SNAPPY, b"\xff\xff\xff\xff\x7f" + sn, ["ff ff ff ff 7f", "32 bits"]),
+        ("snappy length of 2^32", tbc.SNAPPY, b"\x80\x80\x80\x80\x10" + sn, ["80 80 80 80 10", "32 bits"]),
+        ("zstd followed by a second frame", tbc.ZSTD, z + z, ["%d bytes follow" % len(z)]),
+        ("zstd without content size, with trailing garbage", tbc.ZSTD, z_stream + b"garbage", ["7 bytes follow"]),
+        ("zstd without content size, cut short", tbc.ZSTD, z_stream[:-4], ["truncated"]),
+        ("zstd after a skippable frame", tbc.ZSTD, b"\x50\x2a\x4d\x18\x03\x00\x00\x00abc" + z, ["not a zstd frame"]),
+        ("gzip followed by a second member", tbc.GZIP, gz + gz, ["%d bytes follow" % len(gz)]),
+        ("zlib followed by a second stream", tbc.ZLIB, zl + zl, ["%d bytes follow" % len(zl)]),
         ("zstd absent", tbc.ZSTD, None, ["absent"]),
         ("zlib empty", tbc.ZLIB, b"", ["empty"]),
         ("zlib of bytes that are not a BatchResponse", tbc.ZLIB, zlib.compress(not_a_response), ["decode"]),
@@ -480,6 +701,11 @@ def check_constants(lib):
     for name, value in want.items():
         if getattr(CallError, name, None) != value:
             fail("CallError.%s is %r, want %d (docs/SPEC.md 5.2)" % (name, getattr(CallError, name, None), value))
+    # The names before SPEC 5.2's, kept as deprecated aliases.
+    aliases = {"DEADLINE_EXCEEDED": 100, "OVERLOADED": 101, "NOT_ALLOWED": 102, "CANCELED": 103}
+    for name, value in aliases.items():
+        if getattr(CallError, name, None) != value:
+            fail("CallError.%s (deprecated alias) is %r, want %d" % (name, getattr(CallError, name, None), value))
     if lib.apache:
         from thrift.Thrift import TApplicationException
         from thriftbatch.batch import constants
@@ -490,7 +716,7 @@ def check_constants(lib):
         for where, source in (("TApplicationException", TApplicationException), ("batch.thrift", constants)):
             if hasattr(source, name) and getattr(source, name) != value:
                 fail("%s.%s is %r, CallError.%s %d" % (where, name, getattr(source, name), name, value))
-    return "constants=%d" % len(want)
+    return "constants=%d deprecated_aliases=%d" % (len(want), len(aliases))
 
 
 def check_header(lib):
