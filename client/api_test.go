@@ -13,7 +13,9 @@ import (
 	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/thriftbatch/thriftbatch/client"
+	"github.com/thriftbatch/thriftbatch/compress"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/wire"
 	"github.com/thriftbatch/thriftbatch/processor"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
@@ -193,5 +195,44 @@ func TestAutoAnswersCallsItCannotSend(t *testing.T) {
 	refuse.Store(false)
 	if got, err := tc.Echo(ctx, "four"); err != nil || got != "four" {
 		t.Fatalf("echo once dialing works again = %q, %v", got, err)
+	}
+}
+
+// TestResponsesInACodecNotAcceptedFailTheBatch: a server that compresses its
+// responses with a codec the client did not list is out of contract; the
+// batch fails with an error naming the codec rather than being decoded.
+func TestResponsesInACodecNotAcceptedFailTheBatch(t *testing.T) {
+	codecs, err := compress.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer codecs.Close()
+	plain, err := wire.Encode(context.Background(), wire.Compact, nil, &batch.BatchResponse{
+		Responses: []*batch.Response{{Reply: []byte{0}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed, err := codecs.Encode(batch.Codec_ZSTD, nil, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := thrift.WrappedTClient{Wrapped: func(_ context.Context, _ string, _, result thrift.TStruct) (thrift.ResponseMeta, error) {
+		result.(*batch.BatchServiceExecuteBatchResult).Success = &batch.BatchResponse{
+			Codec: batch.CodecPtr(batch.Codec_ZSTD), CompressedResponses: packed,
+		}
+		return thrift.ResponseMeta{}, nil
+	}}
+	proto := thrift.NewTCompactProtocolConf(thrift.NewTMemoryBuffer(), nil)
+	for _, accept := range [][]batch.Codec{{batch.Codec_GZIP}, {}} {
+		c, err := client.New(proto, client.WithTClient(server), client.WithAcceptCodecs(accept...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := c.NewBatch()
+		client.Add(b, "echo", &testsvc.TestEchoArgs{Text: "x"}, &testsvc.TestEchoResult{})
+		if err := b.Execute(context.Background()); err == nil || !strings.Contains(err.Error(), "ZSTD") {
+			t.Errorf("accepting %v, a ZSTD response = %v; want an error naming ZSTD", accept, err)
+		}
 	}
 }

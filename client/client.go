@@ -90,7 +90,9 @@ func WithTConfiguration(conf *thrift.TConfiguration) Option {
 
 // WithAcceptCodecs sets the codecs the client reads compressed responses in,
 // in its order of preference. The default is compress.Supported (zstd, s2,
-// snappy, gzip, zlib); no codecs means plain responses only.
+// snappy, gzip, zlib); no codecs means plain responses only. A codec package
+// compress does not implement, NONE included, makes New return an error; a
+// response compressed with a codec not in the list fails its batch.
 func WithAcceptCodecs(codecs ...batch.Codec) Option {
 	return func(c *config) { c.accept = codecs }
 }
@@ -125,10 +127,15 @@ func New(proto thrift.TProtocol, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	if cfg.requestCodec != batch.Codec_NONE && !compress.IsSupported(cfg.requestCodec) {
-		return nil, fmt.Errorf("client: request codec %v is not supported", cfg.requestCodec)
+		return nil, fmt.Errorf("client: WithRequestCompression: codec %s is not supported", compress.Name(cfg.requestCodec))
+	}
+	for _, codec := range cfg.accept {
+		if !compress.IsSupported(codec) {
+			return nil, fmt.Errorf("client: WithAcceptCodecs: codec %s is not supported", compress.Name(codec))
+		}
 	}
 	if cfg.compressOver < 0 {
-		return nil, fmt.Errorf("client: compression threshold must not be negative, got %d", cfg.compressOver)
+		return nil, fmt.Errorf("client: WithRequestCompression: threshold must not be negative, got %d", cfg.compressOver)
 	}
 	codecs, err := compress.New(compress.WithMaxDecodedSize(cfg.maxDecoded))
 	if err != nil {
@@ -318,13 +325,17 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 	}
 	responses := resp.Responses
 	if resp.IsSetCompressedResponses() {
-		raw, err := c.codecs.Decode(resp.GetCodec(), nil, resp.CompressedResponses)
+		codec := resp.GetCodec()
+		if !slices.Contains(c.accept, codec) {
+			return nil, fmt.Errorf("thriftbatch: responses compressed with %s, which the client did not accept", compress.Name(codec))
+		}
+		raw, err := c.codecs.Decode(codec, nil, resp.CompressedResponses)
 		if err != nil {
-			return nil, fmt.Errorf("thriftbatch: compressed responses (%v): %w", resp.GetCodec(), err)
+			return nil, fmt.Errorf("thriftbatch: compressed responses (%s): %w", compress.Name(codec), err)
 		}
 		var inner batch.BatchResponse
 		if err := c.decodeResponses(ctx, raw, &inner); err != nil {
-			return nil, fmt.Errorf("thriftbatch: compressed responses (%v) do not decode: %w", resp.GetCodec(), err)
+			return nil, fmt.Errorf("thriftbatch: compressed responses (%s) do not decode: %w", compress.Name(codec), err)
 		}
 		responses = inner.Responses
 	}

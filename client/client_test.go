@@ -346,6 +346,11 @@ func TestOptionsAreValidated(t *testing.T) {
 	if _, err := client.New(proto, client.WithMaxDecompressedBytes(0)); err == nil {
 		t.Error("a zero decompression bound was accepted")
 	}
+	for _, codec := range []batch.Codec{batch.Codec_NONE, batch.Codec(99)} {
+		if _, err := client.New(proto, client.WithAcceptCodecs(batch.Codec_ZSTD, codec)); err == nil || !strings.Contains(err.Error(), "WithAcceptCodecs") {
+			t.Errorf("accepting codec %v: %v, want an error naming WithAcceptCodecs", codec, err)
+		}
+	}
 	if _, err := client.New(thrift.NewTSimpleJSONProtocolConf(thrift.NewTMemoryBuffer(), nil)); err == nil {
 		t.Error("the write-only simple JSON protocol was accepted")
 	}

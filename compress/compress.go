@@ -64,14 +64,44 @@ type Codecs struct {
 	zstdW    chan *zstd.Encoder
 	zstdMade atomic.Int32
 	zstdOpts []zstd.EOption
-	zstdR    sync.Pool // *zstd.Decoder, synchronous (no goroutines of its own)
+	zstdR    sync.Pool // *zstdDecoder, synchronous (no goroutines of its own)
+	zstdWin  int       // the largest window a zstd frame may declare
 
 	gzipLevel int
 	gzipW     sync.Pool // *deflater over a *gzip.Writer
-	gzipR     sync.Pool // *gzip.Reader
+	gzipR     sync.Pool // *streamDecoder over a *gzip.Reader
 	zlibW     sync.Pool // *deflater over a *zlib.Writer
-	zlibR     sync.Pool // io.ReadCloser that is also a zlib.Resetter
+	zlibR     sync.Pool // *streamDecoder over a zlib reader
+
+	closed atomic.Bool
 }
+
+// maxZstdWindow bounds the window a zstd frame may declare, below the
+// decoding limit when that is larger: the decoder allocates the whole window
+// at a frame's first block, so a 13-byte frame declaring the limit as its
+// window would cost the limit in memory. 8 MiB is the window the Zstandard
+// format (RFC 8878) recommends decoders support at least, and the reference
+// encoder's largest below its --ultra levels; a one-shot encoder of known
+// input, as EncodeAll is, declares no more than the input's size.
+const maxZstdWindow = 8 << 20
+
+// zstdDecoder is a pooled zstd decoder with the reader it decodes from,
+// emptied before the decoder goes back to the pool, so that a pooled decoder
+// keeps no payload alive.
+type zstdDecoder struct {
+	*zstd.Decoder
+	src bytes.Reader
+}
+
+// streamDecoder is a pooled gzip or zlib reader with the reader it decodes
+// from, emptied as zstdDecoder's is.
+type streamDecoder struct {
+	r   io.ReadCloser
+	src bytes.Reader
+}
+
+// ErrClosed is what Encode and Decode return once Close has been called.
+var ErrClosed = errors.New("compress: codecs closed")
 
 type config struct {
 	maxDecoded int
@@ -83,7 +113,9 @@ type config struct {
 type Option func(*config)
 
 // WithMaxDecodedSize sets the largest payload Decode produces, in bytes.
-// The default is DefaultMaxDecodedSize (64 MiB). It must be positive.
+// The default is DefaultMaxDecodedSize (64 MiB). It must be positive. It
+// also bounds the window a zstd frame may declare, which is at most 8 MiB
+// whatever the size.
 func WithMaxDecodedSize(n int) Option {
 	return func(c *config) { c.maxDecoded = n }
 }
@@ -132,6 +164,7 @@ func New(opts ...Option) (*Codecs, error) {
 	}
 	c := &Codecs{
 		maxDecoded: cfg.maxDecoded, gzipLevel: cfg.gzipLevel,
+		zstdWin:  max(min(cfg.maxDecoded, maxZstdWindow), 2*zstd.MinWindowSize),
 		zstdW:    make(chan *zstd.Encoder, runtime.GOMAXPROCS(0)),
 		zstdOpts: []zstd.EOption{zstd.WithEncoderLevel(cfg.zstdLevel), zstd.WithEncoderConcurrency(1)},
 	}
@@ -158,21 +191,27 @@ func (c *Codecs) MaxDecodedSize() int { return c.maxDecoded }
 // reallocates its output for every frame that declares its size, so a few KiB
 // of many small frames cost time and memory that grow with the square of the
 // frame count. One goroutine (WithDecoderConcurrency(1)) decodes in the
-// caller and starts none. WithDecoderMaxMemory bounds the window a frame may
-// declare; it is kept at two minimum windows at least, since the encoder
-// declares a 1 or 2 KiB window even for one byte, and readAll enforces the
-// exact limit.
-func (c *Codecs) newZstdDecoder() (*zstd.Decoder, error) {
-	return zstd.NewReader(nil,
+// caller and starts none. WithDecoderMaxMemory and WithDecoderMaxWindow bound
+// what a frame may declare (the window to c.zstdWin); both are kept at two
+// minimum windows at least, since the encoder declares a 1 or 2 KiB window
+// even for one byte, and readAll enforces the exact limit.
+func (c *Codecs) newZstdDecoder() (*zstdDecoder, error) {
+	d, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxMemory(uint64(max(c.maxDecoded, 2*zstd.MinWindowSize))))
+		zstd.WithDecoderMaxMemory(uint64(max(c.maxDecoded, 2*zstd.MinWindowSize))),
+		zstd.WithDecoderMaxWindow(uint64(c.zstdWin)))
+	if err != nil {
+		return nil, err
+	}
+	return &zstdDecoder{Decoder: d}, nil
 }
 
-// Close releases the pooled decoders and encoders' buffers. The Codecs must
-// not be used afterwards.
+// Close releases the pooled decoders and encoders' buffers. Encode and Decode
+// return ErrClosed afterwards.
 func (c *Codecs) Close() {
+	c.closed.Store(true)
 	for {
-		d, ok := c.zstdR.Get().(*zstd.Decoder)
+		d, ok := c.zstdR.Get().(*zstdDecoder)
 		if !ok {
 			break
 		}
@@ -218,6 +257,9 @@ func (c *Codecs) zstdEncode(dst, src []byte) ([]byte, error) {
 // 'Encode/(GZIP|ZLIB)' -benchmem ./compress). A zstd Encode waits
 // for an encoder while GOMAXPROCS others are compressing.
 func (c *Codecs) Encode(codec batch.Codec, dst, src []byte) ([]byte, error) {
+	if c.closed.Load() {
+		return dst, ErrClosed
+	}
 	switch codec {
 	case batch.Codec_ZSTD:
 		return c.zstdEncode(dst, src)
@@ -287,24 +329,33 @@ func (c *Codecs) deflate(pool *sync.Pool, dst, src []byte, newWriter func(io.Wri
 // Decode appends the decompressed src to dst and returns the result. It fails
 // with ErrTooLarge when the output would exceed the maximum decoded size
 // (checked from the header where the format has one, before allocating; a
-// zstd frame that declares a window larger than the maximum is refused too,
-// since decoding it may take that much memory),
-// with ErrCorrupt for invalid input, and with ErrUnsupportedCodec for an
-// unknown codec.
+// zstd frame that declares a window larger than the maximum or than 8 MiB is
+// refused too, since decoding it takes that much memory), with ErrCorrupt for
+// invalid input (a zlib stream followed by more bytes included), with
+// ErrUnsupportedCodec for an unknown codec, and with ErrClosed after Close.
+// dst's room beyond the maximum is not used. A pooled decoder keeps its
+// buffers (a zstd window, up to 8 MiB) but not src.
 func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
 	switch codec {
 	case batch.Codec_ZSTD:
-		d, _ := c.zstdR.Get().(*zstd.Decoder)
+		d, _ := c.zstdR.Get().(*zstdDecoder)
 		if d == nil {
 			var err error
 			if d, err = c.newZstdDecoder(); err != nil {
 				return nil, fmt.Errorf("compress: zstd decoder: %w", err)
 			}
 		}
-		if err := d.Reset(bytes.NewReader(src)); err != nil {
+		d.src.Reset(src)
+		if err := d.Reset(&d.src); err != nil {
 			return nil, c.decodeError(codec, err)
 		}
-		defer c.zstdR.Put(d)
+		defer func() {
+			d.src.Reset(nil)
+			c.zstdR.Put(d)
+		}()
 		return c.readAll(dst, d, codec)
 	case batch.Codec_SNAPPY, batch.Codec_S2:
 		// s2.Decode reads Snappy blocks too: S2 is a superset of Snappy.
@@ -328,44 +379,64 @@ func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 		}
 		return out[:len(dst)+len(dec)], nil
 	case batch.Codec_GZIP:
-		r, _ := c.gzipR.Get().(*gzip.Reader)
+		d, _ := c.gzipR.Get().(*streamDecoder)
+		if d == nil {
+			d = new(streamDecoder)
+		}
+		d.src.Reset(src)
 		var err error
-		if r == nil {
-			r, err = gzip.NewReader(bytes.NewReader(src))
+		if d.r == nil {
+			d.r, err = gzip.NewReader(&d.src)
 		} else {
-			err = r.Reset(bytes.NewReader(src))
+			err = d.r.(*gzip.Reader).Reset(&d.src)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: gzip: %v", ErrCorrupt, err)
 		}
-		defer c.gzipR.Put(r)
-		return c.readAll(dst, r, codec)
+		defer c.putStream(&c.gzipR, d)
+		return c.readAll(dst, d.r, codec)
 	case batch.Codec_ZLIB:
-		var r io.ReadCloser
+		d, _ := c.zlibR.Get().(*streamDecoder)
+		if d == nil {
+			d = new(streamDecoder)
+		}
+		d.src.Reset(src)
 		var err error
-		if pooled, ok := c.zlibR.Get().(io.ReadCloser); ok {
-			r = pooled
-			err = r.(zlib.Resetter).Reset(bytes.NewReader(src), nil)
+		if d.r == nil {
+			d.r, err = zlib.NewReader(&d.src)
 		} else {
-			r, err = zlib.NewReader(bytes.NewReader(src))
+			err = d.r.(zlib.Resetter).Reset(&d.src, nil)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: zlib: %v", ErrCorrupt, err)
 		}
-		defer c.zlibR.Put(r)
-		return c.readAll(dst, r, codec)
+		defer c.putStream(&c.zlibR, d)
+		out, err := c.readAll(dst, d.r, codec)
+		if err == nil && d.src.Len() > 0 {
+			// A gzip stream refuses what follows its end (as the header
+			// of a next member); a zlib stream has no such check.
+			return nil, fmt.Errorf("%w: zlib: %d bytes after the end of the stream", ErrCorrupt, d.src.Len())
+		}
+		return out, err
 	}
 	return nil, fmt.Errorf("%w: %s", ErrUnsupportedCodec, Name(codec))
 }
 
+// putStream empties d's input and puts d back in pool.
+func (c *Codecs) putStream(pool *sync.Pool, d *streamDecoder) {
+	d.src.Reset(nil)
+	pool.Put(d)
+}
+
 // readAll reads r to its end into dst, stopping with ErrTooLarge as soon as
 // more than the maximum has come out. The buffer grows by doubling but never
-// past what the limit allows, so a bomb costs at most about the limit.
+// past what the limit allows, so a bomb costs at most about the limit; room
+// dst has beyond the limit is not read into.
 func (c *Codecs) readAll(dst []byte, r io.Reader, codec batch.Codec) ([]byte, error) {
 	limit := len(dst) + c.maxDecoded
 	out := dst
 	for {
-		if len(out) == cap(out) {
+		if len(out) == min(cap(out), limit) {
 			if len(out) == limit {
 				// Full to the limit: one more byte means too large.
 				var probe [1]byte
@@ -383,7 +454,7 @@ func (c *Codecs) readAll(dst []byte, r io.Reader, codec batch.Codec) ([]byte, er
 			copy(grown, out)
 			out = grown
 		}
-		n, err := r.Read(out[len(out):cap(out)])
+		n, err := r.Read(out[len(out):min(cap(out), limit)])
 		out = out[:len(out)+n]
 		switch {
 		case err == io.EOF:
@@ -397,7 +468,10 @@ func (c *Codecs) readAll(dst []byte, r io.Reader, codec batch.Codec) ([]byte, er
 // decodeError classifies an error of a streaming decoder: a declared window
 // or frame beyond the limit is ErrTooLarge, anything else ErrCorrupt.
 func (c *Codecs) decodeError(codec batch.Codec, err error) error {
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrFrameSizeExceeded) {
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return fmt.Errorf("%w: %s frame declares a window larger than %d bytes", ErrTooLarge, Name(codec), c.zstdWin)
+	}
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrFrameSizeExceeded) {
 		return fmt.Errorf("%w: %s payload decodes to more than %d bytes", ErrTooLarge, Name(codec), c.maxDecoded)
 	}
 	return fmt.Errorf("%w: %s: %v", ErrCorrupt, Name(codec), err)

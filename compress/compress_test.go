@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/s2"
@@ -524,13 +525,15 @@ func TestZstdWindowAgainstTheLimit(t *testing.T) {
 		{"a 17-byte frame with an 8 MiB window decodes under the default limit", 8 * mib, compress.DefaultMaxDecodedSize, false},
 		{"a 17-byte frame with a 2 MiB window is too large under a 1 MiB limit", 2 * mib, mib, true},
 		{"a 17-byte frame with an 8 MiB window is too large under a 1 MiB limit", 8 * mib, mib, true},
+		{"a 17-byte frame with a 16 MiB window is too large under the default limit", 16 * mib, compress.DefaultMaxDecodedSize, true},
+		{"a 17-byte frame with a 64 MiB window is too large under the default limit", 64 * mib, compress.DefaultMaxDecodedSize, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCodecs(t, compress.WithMaxDecodedSize(tc.limit))
 			dec, err := c.Decode(batch.Codec_ZSTD, nil, streamed(tc.window))
 			if tc.tooMuch {
-				if !errors.Is(err, compress.ErrTooLarge) {
-					t.Fatalf("Decode = %q, %v; want ErrTooLarge for a window above the limit", dec, err)
+				if !errors.Is(err, compress.ErrTooLarge) || !strings.Contains(err.Error(), "window") {
+					t.Fatalf("Decode = %q, %v; want ErrTooLarge naming the window", dec, err)
 				}
 				return
 			}
@@ -567,6 +570,112 @@ func TestZstdRoundTripsItsOwnOutputUpToTheLimit(t *testing.T) {
 					h.Decode(enc)
 					t.Errorf("%d bytes (frame window %d, single segment %v): %v", n, h.WindowSize, h.SingleSegment, err)
 				}
+			}
+		})
+	}
+}
+
+// TestDecodeIntoRoomBeyondTheLimit: a dst with more room than the limit
+// allows is not read into past the limit: a payload over the limit is
+// refused, not returned and not a panic.
+func TestDecodeIntoRoomBeyondTheLimit(t *testing.T) {
+	const limit = 64 * kib
+	c := newCodecs(t, compress.WithMaxDecodedSize(limit))
+	for _, codec := range []batch.Codec{batch.Codec_ZSTD, batch.Codec_GZIP, batch.Codec_ZLIB, batch.Codec_SNAPPY, batch.Codec_S2} {
+		for _, n := range []int{limit, limit + limit/2, 3 * limit} {
+			t.Run(fmt.Sprintf("%v/%d bytes", codec, n), func(t *testing.T) {
+				src := repetitiveBytes(n)
+				enc, err := c.Encode(codec, nil, src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dec, err := c.Decode(codec, make([]byte, 0, 2*limit), enc)
+				if n <= limit {
+					if err != nil || !bytes.Equal(dec, src) {
+						t.Fatalf("Decode of %d bytes at a limit of %d: %v", n, limit, err)
+					}
+					return
+				}
+				if !errors.Is(err, compress.ErrTooLarge) {
+					t.Fatalf("Decode of %d bytes at a limit of %d into room for %d = %d bytes, %v; want ErrTooLarge", n, limit, 2*limit, len(dec), err)
+				}
+			})
+		}
+	}
+}
+
+// TestZlibRefusesBytesAfterItsStream: as gzip and zstd do, a zlib stream
+// followed by more bytes is corrupt, not the stream alone.
+func TestZlibRefusesBytesAfterItsStream(t *testing.T) {
+	c := newCodecs(t)
+	enc, err := c.Encode(batch.Codec_ZLIB, nil, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dec, err := c.Decode(batch.Codec_ZLIB, nil, append(enc, "GARBAGE"...)); !errors.Is(err, compress.ErrCorrupt) {
+		t.Errorf("Decode of zlib and 7 more bytes = %q, %v; want ErrCorrupt", dec, err)
+	}
+	if dec, err := c.Decode(batch.Codec_ZLIB, nil, enc); err != nil || string(dec) != "hello" {
+		t.Errorf("Decode of the stream alone afterwards = %q, %v", dec, err)
+	}
+}
+
+// TestCodecsRefuseWorkAfterClose: Encode and Decode return ErrClosed once
+// Close has run, rather than wait for an encoder Close released.
+func TestCodecsRefuseWorkAfterClose(t *testing.T) {
+	c, err := compress.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := c.Encode(batch.Codec_ZSTD, nil, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for _, codec := range compress.Supported {
+		done := make(chan error, 2)
+		go func() {
+			_, err := c.Encode(codec, nil, []byte("hello"))
+			done <- err
+			_, err = c.Decode(codec, nil, enc)
+			done <- err
+		}()
+		for range 2 {
+			select {
+			case err := <-done:
+				if !errors.Is(err, compress.ErrClosed) {
+					t.Errorf("%v after Close: %v, want ErrClosed", codec, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%v after Close does not return", codec)
+			}
+		}
+	}
+}
+
+// TestPooledDecodersKeepNoPayload: once Decode has returned, nothing the
+// Codecs keep (its pooled decoders) holds the compressed input: the first
+// collection frees it.
+func TestPooledDecodersKeepNoPayload(t *testing.T) {
+	c := newCodecs(t)
+	for _, codec := range []batch.Codec{batch.Codec_ZSTD, batch.Codec_GZIP, batch.Codec_ZLIB} {
+		t.Run(codec.String(), func(t *testing.T) {
+			enc, err := c.Encode(codec, nil, repetitiveBytes(256*kib))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := bytes.Clone(enc)
+			freed := make(chan struct{})
+			runtime.AddCleanup(&src[0], func(ch chan struct{}) { close(ch) }, freed)
+			if _, err := c.Decode(codec, nil, src); err != nil {
+				t.Fatal(err)
+			}
+			src = nil
+			runtime.GC()
+			select {
+			case <-freed:
+			case <-time.After(2 * time.Second):
+				t.Error("the compressed input is still reachable after Decode returned and a collection")
 			}
 		})
 	}
