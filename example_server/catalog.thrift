@@ -25,9 +25,13 @@ service Catalog {
   // getProducts is the hand-written bulk method: the products among ids that
   // exist, in the order asked.
   list<Product> getProducts(1: list<i64> ids),
-  // putProduct adds or replaces a product.
+  // putProduct adds or replaces a product. A missing product, or one whose
+  // id is 0 or less (ids start at 1), is refused with a
+  // TApplicationException (INTERNAL_ERROR) whose message says why.
   void putProduct(1: Product product),
-  // search returns up to limit products whose name contains text.
+  // search returns, in id order, up to limit products whose name contains
+  // text, ignoring case. The limit is capped at 1000 (store.MaxSearchLimit);
+  // a limit of 0 or less returns none.
   list<Product> search(1: string text, 2: i32 limit),
   // countProducts returns how many products exist.
   i64 countProducts(),

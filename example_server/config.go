@@ -28,6 +28,10 @@ var (
 	}
 )
 
+// maxProducts bounds -products: the catalog is built in memory at start,
+// about 400 bytes and 2.5 µs a product (4 GB and 25 s at this bound).
+const maxProducts = 10_000_000
+
 // config is the command line, checked. policy and level are set by
 // validate from overload and logLevel.
 type config struct {
@@ -48,6 +52,9 @@ type config struct {
 	maxTimeout        time.Duration
 	compressThreshold int
 	statsInterval     time.Duration
+	// drain bounds each step of shutdown: drainTimeout, which no flag
+	// sets; tests shorten it.
+	drain time.Duration
 
 	logLevel string
 	level    zerolog.Level
@@ -72,6 +79,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		maxCalls:          processor.DefaultMaxCalls,
 		maxTimeout:        processor.DefaultMaxTimeout,
 		compressThreshold: processor.DefaultCompressThreshold,
+		drain:             drainTimeout,
 		logLevel:          zerolog.InfoLevel.String(),
 		demoCalls:         100,
 		demoBatch:         1000,
@@ -99,23 +107,31 @@ func (c *config) flagSet(output io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("example_server", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: example_server [flags]
+		fmt.Fprintf(fs.Output(), `Usage: example_server [flags]
 
 Serves the product catalog (example_server/catalog.thrift) behind thriftbatch
 until interrupted. With -demo, starts it in-process instead and compares
 one-by-one calls, an explicit batch, automatic batching and the bulk method.
 
+On Ctrl-C or SIGTERM the server stops taking connections and gives the
+requests in flight up to %[1]v to finish, then closes the connections left:
+a client that stays connected, even idle, makes stopping take up to %[1]v.
+Requests still running then are cut off, and a warn line says how many; the
+exit status is 0 all the same. Invalid flag values exit with status 2, other
+failures with status 1 (printed whatever -log-level says).
+
 Flags:
-`)
+`, drainTimeout)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.addr, "addr", c.addr, "`address` to listen on; with -demo, a free loopback port unless given")
 	fs.StringVar(&c.protocol, "protocol", c.protocol, "Thrift protocol: "+oneOf(protocols))
 	fs.StringVar(&c.transport, "transport", c.transport, "transport: "+oneOf(transports)+
 		"\n(zlib: zlib level 6 over framed; header: THeader with -protocol inside; http: POST to /)")
-	fs.IntVar(&c.products, "products", c.products, "products in the catalog at start, ids 1 to `n`")
+	fs.IntVar(&c.products, "products", c.products, "products in the catalog at start, ids 1 to `n`, at most "+thousands(maxProducts)+
+		"\n(built in memory at start, about 400 bytes and 2.5 µs each)")
 	fs.DurationVar(&c.latency, "latency", c.latency, "simulated backend latency of every handler call, e.g. 1ms")
-	fs.IntVar(&c.poolSize, "pool-size", c.poolSize, "most batched calls running at once across all batches")
+	fs.IntVar(&c.poolSize, "pool-size", c.poolSize, "most batched calls running at once across all batches; at most "+thousands(pool.MaxPreAllocSize)+" with -pool-prealloc")
 	fs.BoolVar(&c.poolPrealloc, "pool-prealloc", c.poolPrealloc, "allocate the pool's worker queue for -pool-size up front; the pool cannot be resized then")
 	fs.DurationVar(&c.workerExpiry, "worker-expiry", c.workerExpiry, "how long an idle worker lives before its goroutine exits")
 	fs.IntVar(&c.maxConcurrency, "max-concurrency", c.maxConcurrency, "most calls of one batch running at once; 0: no cap below -pool-size")
@@ -124,7 +140,7 @@ Flags:
 	fs.DurationVar(&c.maxTimeout, "max-timeout", c.maxTimeout, "ceiling of a batch's deadline; 0: none")
 	fs.IntVar(&c.compressThreshold, "compress-threshold", c.compressThreshold, "compress batch responses from this many `bytes`, when the client accepts a codec")
 	fs.DurationVar(&c.statsInterval, "stats-interval", c.statsInterval, "log the pool's and the batches' figures at info level every `interval`, e.g. 10s; 0: never")
-	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "log level of the JSON lines on stderr: "+oneOf(logLevels))
+	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "log level of the JSON lines on stderr, the Thrift library's own included: "+oneOf(logLevels))
 	fs.BoolVar(&c.demo, "demo", c.demo, "start the server in-process, run the demo client against it and print what it measured")
 	fs.IntVar(&c.demoCalls, "demo-calls", c.demoCalls, "`n` getProduct calls in each row of the demo's timings")
 	fs.IntVar(&c.demoBatch, "demo-batch", c.demoBatch, "`n` getProduct calls in the batch whose bytes the demo counts")
@@ -144,9 +160,11 @@ func (c *config) validate() error {
 	}{
 		{"protocol", c.protocol, slices.Contains(protocols, c.protocol), "want " + oneOf(protocols)},
 		{"transport", c.transport, slices.Contains(transports, c.transport), "want " + oneOf(transports)},
-		{"products", c.products, c.products >= 1, "want at least 1"},
+		{"products", c.products, c.products >= 1 && c.products <= maxProducts, "want 1 to " + thousands(maxProducts)},
 		{"latency", c.latency, c.latency >= 0, "want 0 or more"},
 		{"pool-size", c.poolSize, c.poolSize >= 1, "want at least 1"},
+		{"pool-size", c.poolSize, !c.poolPrealloc || c.poolSize <= pool.MaxPreAllocSize,
+			"want at most " + thousands(pool.MaxPreAllocSize) + " (pool.MaxPreAllocSize) with -pool-prealloc"},
 		{"worker-expiry", c.workerExpiry, c.workerExpiry > 0, "want more than 0"},
 		{"max-concurrency", c.maxConcurrency, c.maxConcurrency >= 0, "want 0 (no cap) or more"},
 		{"overload", c.overload, policyErr == nil, "want " + oneOf(overloads)},

@@ -46,7 +46,14 @@ func runDemo(ctx context.Context, cfg *config, log zerolog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, s.stop()) }()
+	defer func() {
+		cut, stopErr := s.stop()
+		if !cut.none() {
+			stopErr = errors.Join(stopErr, fmt.Errorf("stop the server: %d batches and %d one-by-one calls cut off at the end of the drain; processor: %v",
+				cut.batches, cut.calls, cut.closeErr))
+		}
+		err = errors.Join(err, stopErr)
+	}()
 	dial, err := newDialer(s.addr.String(), cfg.protocol, cfg.transport)
 	if err != nil {
 		return err
@@ -262,12 +269,17 @@ func (d *demo) report(timings, wire []timing, raised, asked int) string {
 	return b.String()
 }
 
-// compareBytes says how n bytes compare with base: "4.9× fewer bytes".
+// compareBytes says how n bytes compare with base: "4.9× fewer bytes", or
+// "about the same size" when the ratio rounds to 1.0×.
 func compareBytes(n, base int64) string {
-	if n <= base {
-		return fmt.Sprintf("%.1f× fewer bytes", float64(base)/float64(n))
+	ratio, than := float64(base)/float64(n), "fewer"
+	if n > base {
+		ratio, than = float64(n)/float64(base), "more"
 	}
-	return fmt.Sprintf("%.1f× more bytes", float64(n)/float64(base))
+	if r := fmt.Sprintf("%.1f", ratio); r != "1.0" {
+		return r + "× " + than + " bytes"
+	}
+	return "about the same size"
 }
 
 // cyclingIDs returns n ids from 1, starting over after products.

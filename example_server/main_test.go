@@ -5,8 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	stdlog "log"
+	"log/slog"
 	"maps"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/thriftbatch/thriftbatch/client"
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
@@ -63,7 +69,9 @@ func TestParseConfigRefusesInvalidValues(t *testing.T) {
 		{"an unknown transport", []string{"-transport", "pigeon"}, "transport", "buffered, framed, zlib, header or http"},
 		{"an unknown overload policy", []string{"-overload", "drop"}, "overload", "caller-runs, wait or reject"},
 		{"an unknown log level", []string{"-log-level", "loud"}, "log-level", "info"},
-		{"an empty catalog", []string{"-products", "0"}, "products", "at least 1"},
+		{"an empty catalog", []string{"-products", "0"}, "products", "1 to 10,000,000"},
+		{"a catalog too big to build", []string{"-products", "2000000000"}, "products", "1 to 10,000,000"},
+		{"a pre-allocated pool over pool.MaxPreAllocSize", []string{"-pool-prealloc", "-pool-size", "2000000"}, "pool-size", "at most 1,048,576 (pool.MaxPreAllocSize) with -pool-prealloc"},
 		{"a negative latency", []string{"-latency", "-1ms"}, "latency", "0 or more"},
 		{"a pool of no workers", []string{"-pool-size", "0"}, "pool-size", "at least 1"},
 		{"a negative concurrency cap", []string{"-max-concurrency", "-1"}, "max-concurrency", "0 (no cap) or more"},
@@ -108,7 +116,9 @@ func TestRunExitStatus(t *testing.T) {
 		{"a negative stats interval exits with 2", []string{"-stats-interval", "-5s"}, exitUsage, `invalid value "-5s" for flag -stats-interval`},
 		{"an unknown flag exits with 2", []string{"-color"}, exitUsage, "-color"},
 		{"an argument that is not a flag exits with 2", []string{"serve"}, exitUsage, `unexpected argument "serve"`},
+		{"a pre-allocated pool too big exits with 2", []string{"-pool-prealloc", "-pool-size", "2000000"}, exitUsage, `invalid value "2000000" for flag -pool-size`},
 		{"-h exits with 0", []string{"-h"}, exitOK, "Usage: example_server"},
+		{"-h documents the drain", []string{"-h"}, exitOK, "up to 5s to finish"},
 		{"a demo that finds something wrong exits with 1", []string{"-demo", "-products", "20", "-demo-calls", "10", "-max-calls", "5"}, exitError, "TOO_MANY_CALLS"},
 	}
 	for _, tt := range tests {
@@ -476,4 +486,347 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestThriftLibraryLinesGoThroughZerolog sends a connection something that
+// is not a frame: the Thrift library logs "error processing request"
+// through slog, which run routes to its JSON lines and their level, and
+// restores when it returns.
+func TestThriftLibraryLinesGoThroughZerolog(t *testing.T) {
+	for _, tt := range []struct {
+		level string
+		shown bool
+	}{{"info", true}, {"error", true}, {"fatal", false}, {"disabled", false}} {
+		t.Run("-log-level "+tt.level, func(t *testing.T) {
+			prevSlog, prevOut := slog.Default(), stdlog.Writer()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var stderr lockedBuffer
+			exit := make(chan int, 1)
+			ready := make(chan string, 1)
+			ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port, given back for the server
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			go func() {
+				exit <- run(ctx, []string{"-addr", addr, "-products", "1", "-log-level", tt.level}, io.Discard, &stderr)
+			}()
+			go func() { // wait for the port to answer
+				for range 1000 {
+					if c, err := net.Dial("tcp", addr); err == nil {
+						c.Close()
+						ready <- addr
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				ready <- ""
+			}()
+			if <-ready == "" {
+				cancel()
+				<-exit
+				t.Fatalf("the server did not listen on %s within 10 s:\n%s", addr, stderr.String())
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			io.Copy(io.Discard, c) // until the server hangs up
+			c.Close()
+			if tt.shown && !poll.Until(10*time.Second, func() bool { return countLines(stderr.String(), "error processing request") == 1 }) {
+				t.Errorf("no JSON line for the bad frame within 10 s:\n%s", stderr.String())
+			}
+			cancel()
+			if code := <-exit; code != exitOK {
+				t.Errorf("exit status %d", code)
+			}
+			for line := range strings.Lines(stderr.String()) {
+				var fields map[string]any
+				if err := json.Unmarshal([]byte(line), &fields); err != nil {
+					t.Errorf("a line is not JSON: %q", line)
+				}
+				if fields["message"] == "error processing request" && (fields["level"] != "error" || !strings.Contains(fmt.Sprint(fields["err"]), "frame size")) {
+					t.Errorf("the library's line lacks its level or error: %q", line)
+				}
+			}
+			if !tt.shown && stderr.String() != "" {
+				t.Errorf("lines logged at -log-level %s:\n%s", tt.level, stderr.String())
+			}
+			if slog.Default() != prevSlog || stdlog.Writer() != prevOut {
+				t.Error("run did not restore slog's default logger and the log package's output")
+			}
+		})
+	}
+}
+
+func TestStartupFailuresArePrintedWhateverTheLogLevel(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, level := range []string{"info", "fatal", "panic", "disabled"} {
+		for _, tt := range []struct {
+			name string
+			args []string
+			says string
+		}{
+			{"a port in use, framed", []string{"-addr", busy.Addr().String()}, "address already in use"},
+			{"a port in use, http", []string{"-addr", busy.Addr().String(), "-transport", "http"}, "address already in use"},
+			{"an address that is not one", []string{"-addr", "127.0.0.1:99999"}, "invalid port"},
+		} {
+			t.Run(tt.name+", -log-level "+level, func(t *testing.T) {
+				var stderr bytes.Buffer
+				args := append([]string{"-log-level", level, "-products", "1"}, tt.args...)
+				if code := run(context.Background(), args, io.Discard, &stderr); code != exitError {
+					t.Errorf("exit status %d, want %d", code, exitError)
+				}
+				if !strings.Contains(stderr.String(), tt.says) || countLines(stderr.String(), "example_server: failed") != 1 {
+					t.Errorf("stderr does not say %q in one JSON line:\n%s", tt.says, &stderr)
+				}
+			})
+		}
+	}
+}
+
+// TestShutdownCutsOffWhatOutlastsTheDrain stops a server whose calls take
+// 2 s with a 300 ms drain while a batch and a one-by-one call run: on
+// every transport, stop closes their connections, counts them and returns
+// no error, and the stop line is a warn line saying so. An idle client
+// holds stop up to the drain and is not counted.
+func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
+	for _, transport := range []string{"framed", "buffered", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			ctx := context.Background()
+			cfg, err := parseConfig([]string{"-transport", transport, "-latency", "2s", "-products", "5"}, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.drain = 300 * time.Millisecond
+			s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, cfg.latency), zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			dial, err := newDialer(s.addr.String(), "compact", transport)
+			if err != nil {
+				t.Fatal(err)
+			}
+			idle, err := dial.open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idle.proto.Transport().Close()
+			bc, err := dial.client(ctx, uncompressed...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bc.Close()
+			single, err := dial.open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer single.proto.Transport().Close()
+			var wg sync.WaitGroup
+			wg.Go(func() { inBatch(ctx, bc, []int64{1, 2}) })
+			wg.Go(func() { catalog.NewCatalogClient(single.tc).GetProduct(ctx, 3) })
+			if !poll.Until(10*time.Second, func() bool { c := s.inFlight(); return c.batches == 1 && c.calls == 1 }) {
+				t.Fatalf("in flight: %+v, want 1 batch and 1 call", s.inFlight())
+			}
+			start := time.Now()
+			cut, err := s.stop()
+			took := time.Since(start)
+			wg.Wait()
+			if err != nil || cut.batches != 1 || cut.calls != 1 || cut.closeErr != nil {
+				t.Errorf("stop = %+v, %v; want 1 batch and 1 call cut off, and no error", cut, err)
+			}
+			if took > 1500*time.Millisecond {
+				t.Errorf("stop took %v with a 300 ms drain and calls of 2 s", took)
+			}
+			var buf bytes.Buffer
+			logStopped(zerolog.New(&buf), cut, cfg.drain)
+			var line map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &line); err != nil || line["level"] != "warn" ||
+				line["batches_cut_off"] != 1.0 || line["single_calls_cut_off"] != 1.0 || line["drain"] != "300ms" {
+				t.Errorf("stop line %s", &buf)
+			}
+		})
+	}
+	t.Run("an idle client holds stop up to the drain and is not cut off", func(t *testing.T) {
+		cfg, err := parseConfig([]string{"-products", "5"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.drain = 300 * time.Millisecond
+		s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, 0), zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dial, err := newDialer(s.addr.String(), "compact", "framed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle, err := dial.open(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.proto.Transport().Close()
+		if _, err := catalog.NewCatalogClient(idle.tc).CountProducts(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		var cut cutOff
+		go func() { defer close(done); cut, err = s.stop() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("stop still waiting for an idle client 10 s after a 300 ms drain")
+		}
+		if err != nil || !cut.none() {
+			t.Errorf("stop = %+v, %v; want nothing cut off and no error", cut, err)
+		}
+		var buf bytes.Buffer
+		logStopped(zerolog.New(&buf), cut, cfg.drain)
+		if countLines(buf.String(), "example_server: stopped") != 1 || !strings.Contains(buf.String(), `"level":"info"`) {
+			t.Errorf("stop line %s", &buf)
+		}
+	})
+}
+
+func TestHTTPAnswersAGarbagePostWith400(t *testing.T) {
+	cfg, err := parseConfig([]string{"-transport", "http", "-products", "5"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, 0), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	url := "http://" + s.addr.String() + "/"
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, body := range []string{"garbage", ""} {
+		res, err := hc.Post(url, "application/x-thrift", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") ||
+			!strings.Contains(string(text), "not a Thrift request") {
+			t.Errorf("POST %q: %s, %s, %q; want 400 and a line of text", body, res.Status, res.Header.Get("Content-Type"), text)
+		}
+	}
+
+	// Real requests are served as before: replies gzipped when the client
+	// accepts gzip, an unknown method's exception with 200.
+	var msg bytes.Buffer
+	w := thrift.NewTCompactProtocolConf(thrift.NewStreamTransportW(&msg), nil)
+	w.WriteMessageBegin(context.Background(), "countProducts", thrift.CALL, 1)
+	(&catalog.CatalogCountProductsArgs{}).Write(context.Background(), w)
+	w.WriteMessageEnd(context.Background())
+	w.Flush(context.Background())
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(msg.Bytes()))
+	req.Header.Set("Accept-Encoding", "gzip")
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Encoding") != "gzip" || len(gz) < 2 || gz[0] != 0x1f || gz[1] != 0x8b {
+		t.Errorf("countProducts accepting gzip: %s, Content-Encoding %q, body % x", res.Status, res.Header.Get("Content-Encoding"), gz)
+	}
+	dial, err := newDialer(s.addr.String(), "compact", "http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial.open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.proto.Transport().Close()
+	if n, err := catalog.NewCatalogClient(c.tc).CountProducts(context.Background()); n != 5 || err != nil {
+		t.Errorf("countProducts = %d, %v", n, err)
+	}
+	var tae thrift.TApplicationException
+	if _, err := c.tc.Call(context.Background(), "noSuchMethod", &catalog.CatalogCountProductsArgs{}, &catalog.CatalogCountProductsResult{}); !errors.As(err, &tae) || tae.TypeId() != thrift.UNKNOWN_METHOD {
+		t.Errorf("an unknown method: %v, want its UNKNOWN_METHOD exception", err)
+	}
+}
+
+func TestCompareBytes(t *testing.T) {
+	for _, tt := range []struct {
+		n, base int64
+		want    string
+	}{
+		{607, 612, "about the same size"}, {612, 612, "about the same size"}, {640, 612, "about the same size"},
+		{100, 490, "4.9× fewer bytes"}, {1000, 400, "2.5× more bytes"},
+	} {
+		if got := compareBytes(tt.n, tt.base); got != tt.want {
+			t.Errorf("compareBytes(%d, %d) = %q, want %q", tt.n, tt.base, got, tt.want)
+		}
+	}
+}
+
+// TestClosedConnectionsLogAtDebug: the library's error on a connection the
+// server closed at the end of the drain is a debug line, not an error.
+func TestClosedConnectionsLogAtDebug(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(closedAtDebug{zerolog.NewSlogHandler(zerolog.New(&buf).Level(zerolog.DebugLevel))}).With("conn", 1)
+	log.Error("error processing request", "err", thrift.NewTTransportExceptionFromError(fmt.Errorf("read tcp: %w", net.ErrClosed)))
+	log.Error("error processing request", "err", errors.New("Incorrect frame size"))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"level":"debug"`) || !strings.Contains(lines[0], `"conn":1`) || !strings.Contains(lines[1], `"level":"error"`) {
+		t.Errorf("lines:\n%s", &buf)
+	}
+	buf.Reset()
+	slog.New(closedAtDebug{zerolog.NewSlogHandler(zerolog.New(&buf).Level(zerolog.InfoLevel))}).Error("x", "err", net.ErrClosed)
+	if buf.Len() != 0 {
+		t.Errorf("a debug line logged at info level: %s", &buf)
+	}
+}
+
+// TestPutProductRefusalReachesTheClient: a Thrift client learns why a
+// product with id 0 was refused, one by one and in a batch.
+func TestPutProductRefusalReachesTheClient(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := parseConfig([]string{"-products", "5"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, 0), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	dial, err := newDialer(s.addr.String(), "compact", "framed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial.open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.proto.Transport().Close()
+	var tae thrift.TApplicationException
+	err = catalog.NewCatalogClient(c.tc).PutProduct(ctx, &catalog.Product{ID: 0, Name: "Test Kettle"})
+	if !errors.As(err, &tae) || !strings.Contains(tae.Error(), "product id 0 refused: ids start at 1") {
+		t.Errorf("putProduct(id 0) = %v, want a TApplicationException saying why", err)
+	}
+	bc, err := dial.client(ctx, uncompressed...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	b := bc.NewBatch()
+	call := client.Add(b, "putProduct", &catalog.CatalogPutProductArgs{Product: &catalog.Product{ID: -3}}, &catalog.CatalogPutProductResult{})
+	if err := b.Execute(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Err(); err == nil || !strings.Contains(err.Error(), "product id -3 refused: ids start at 1") {
+		t.Errorf("putProduct(id -3) in a batch: %v, want an error saying why", err)
+	}
 }

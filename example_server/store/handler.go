@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -40,9 +41,10 @@ type entry struct {
 
 var _ catalog.Catalog = (*Handler)(nil)
 
-// New returns a handler whose catalog holds products 1 to n, and
-// whose every call takes latency more.
+// New returns a handler whose catalog holds products 1 to n (none when n
+// is 0 or less), and whose every call takes latency more.
 func New(n int, latency time.Duration) *Handler {
+	n = max(n, 0)
 	h := &Handler{latency: latency, byID: make(map[int64]entry, n), ids: make([]int64, 0, n)}
 	for id := range int64(n) {
 		h.store(NewProduct(id + 1))
@@ -78,12 +80,19 @@ func (h *Handler) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Prod
 }
 
 // PutProduct stores a copy of product, replacing the product with its id.
+// A product whose id is 0 or less is refused: ids start at 1. Its errors
+// reach a Thrift client as a TApplicationException (INTERNAL_ERROR, the
+// generated code's type for any error the IDL does not declare) whose
+// message says what was wrong.
 func (h *Handler) PutProduct(ctx context.Context, product *catalog.Product) error {
 	if err := h.wait(ctx); err != nil {
 		return err
 	}
 	if product == nil {
 		return errors.New("putProduct: no product given")
+	}
+	if product.ID <= 0 {
+		return fmt.Errorf("putProduct: product id %d refused: ids start at 1", product.ID)
 	}
 	p := *product
 	p.Tags = slices.Clone(product.Tags)

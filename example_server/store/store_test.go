@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -176,4 +177,29 @@ func TestLatency(t *testing.T) {
 			t.Errorf("GetProduct took %v after its ctx ended", took)
 		}
 	})
+}
+
+func TestPutProductRefusesIDsBelowOne(t *testing.T) {
+	ctx := context.Background()
+	h := New(10, 0)
+	for _, id := range []int64{0, -1, -1 << 40} {
+		err := h.PutProduct(ctx, &catalog.Product{ID: id, Name: "Test Kettle"})
+		if err == nil || !strings.Contains(err.Error(), "ids start at 1") || !strings.Contains(err.Error(), fmt.Sprint(id)) {
+			t.Errorf("PutProduct(id %d) = %v, want an error naming the id and saying ids start at 1", id, err)
+		}
+		if _, ok := h.Lookup(id); ok {
+			t.Errorf("product %d stored", id)
+		}
+	}
+	if n, _ := h.CountProducts(ctx); n != 10 {
+		t.Errorf("CountProducts = %d after refused puts, want 10", n)
+	}
+}
+
+func TestNewWithNoProductsOrFewer(t *testing.T) {
+	for _, n := range []int{0, -1} {
+		if got, _ := New(n, 0).CountProducts(context.Background()); got != 0 {
+			t.Errorf("New(%d, 0) holds %d products, want 0", n, got)
+		}
+	}
 }
