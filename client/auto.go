@@ -30,7 +30,9 @@ const (
 // dialTimeout bounds each dial an Auto makes after NewAuto's.
 const dialTimeout = 10 * time.Second
 
-// ErrClosed is returned by an Auto's calls after Close.
+// ErrClosed is returned by an Auto's calls once Close has begun: new calls,
+// and calls queued, waiting for room in the queue, or waiting for a
+// connection or a dial that Close ended.
 var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 
 // Auto is a thrift.TClient that coalesces the calls made concurrently from
@@ -54,9 +56,11 @@ var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 // the slow one does, or at its own deadline.
 //
 // A batch the server refuses as too many calls or bytes (no call of it ran)
-// is sent again as two halves, and a refusal for too many calls also halves
-// MaxBatch for the batches after it (so it may end up as low as half the
-// server's limit; it is not raised again). Any other failure of a batch as a whole
+// is sent again as two halves, and a refusal for too many calls also lowers
+// MaxBatch to half the refused batch's size for the batches after it (so it
+// may end up as low as half the server's limit; it is not raised again). An
+// Auto therefore never reports TOO_MANY_CALLS or TOO_MANY_BYTES for a batch of
+// two calls or more. Any other failure of a batch as a whole
 // (a *batch.BatchError, such as one reply making the response too large,
 // or a broken connection) fails every call in it.
 type Auto struct {

@@ -107,7 +107,8 @@ func WithRequestCompression(codec batch.Codec, over int) Option {
 
 // WithMaxDecompressedBytes bounds what a compressed response may decompress
 // to. The default is DefaultMaxDecompressedBytes (64 MiB); it must be
-// positive.
+// positive. A zstd frame declaring a window over 8 MiB is refused whatever
+// the bound (compress.ErrWindowTooLarge).
 func WithMaxDecompressedBytes(n int) Option { return func(c *config) { c.maxDecoded = n } }
 
 // New returns a Client that speaks proto, the protocol of an open
@@ -273,8 +274,10 @@ func (call *Call[R]) settle(d *coder, r *batch.Response, batchErr error) {
 
 // Execute sends the calls as one executeBatch and settles each call,
 // decoding the replies of a large batch on every processor. It
-// returns the error of the batch as a whole (a transport error, or the
-// server's *batch.BatchError), which every call then also returns; a call's
+// returns the error of the batch as a whole (a transport error, the server's
+// *batch.BatchError, or compressed responses in a codec not accepted
+// (WithAcceptCodecs), corrupt, or over WithMaxDecompressedBytes), which every
+// call then also returns; a call's
 // own failure is in its Err only. ctx's deadline, if any, becomes the batch's
 // timeoutMillis.
 func (b *Batch) Execute(ctx context.Context) error {

@@ -37,8 +37,15 @@ var (
 	ErrUnsupportedCodec = errors.New("compress: unsupported codec")
 
 	// ErrTooLarge is returned when a payload would decode to more bytes than
-	// the configured maximum.
+	// the configured maximum, and, with ErrWindowTooLarge, when a zstd frame
+	// declares a window larger than 8 MiB or than the maximum, whatever its
+	// content.
 	ErrTooLarge = errors.New("compress: decoded payload exceeds the limit")
+
+	// ErrWindowTooLarge is returned along with ErrTooLarge (errors.Is holds
+	// for both) for a zstd frame that declares a window larger than the
+	// Codecs decode: min(8 MiB, the maximum decoded size).
+	ErrWindowTooLarge = errors.New("zstd frame declares a window larger than allowed")
 
 	// ErrCorrupt is returned when a payload is not valid for its codec.
 	ErrCorrupt = errors.New("compress: corrupt payload")
@@ -255,7 +262,9 @@ func (c *Codecs) zstdEncode(dst, src []byte) ([]byte, error) {
 // costs one pass of the codec over src and, for gzip and zlib, no allocation
 // beyond the output once the pooled writers are warm (go test -bench
 // 'Encode/(GZIP|ZLIB)' -benchmem ./compress). A zstd Encode waits
-// for an encoder while GOMAXPROCS others are compressing.
+// for an encoder while GOMAXPROCS others are compressing. It returns
+// ErrUnsupportedCodec for a codec the package does not implement, and
+// ErrClosed after Close.
 func (c *Codecs) Encode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 	if c.closed.Load() {
 		return dst, ErrClosed
@@ -330,7 +339,8 @@ func (c *Codecs) deflate(pool *sync.Pool, dst, src []byte, newWriter func(io.Wri
 // with ErrTooLarge when the output would exceed the maximum decoded size
 // (checked from the header where the format has one, before allocating; a
 // zstd frame that declares a window larger than the maximum or than 8 MiB is
-// refused too, since decoding it takes that much memory), with ErrCorrupt for
+// refused too, with ErrWindowTooLarge as well, since decoding it takes that
+// much memory), with ErrCorrupt for
 // invalid input (a zlib stream followed by more bytes included), with
 // ErrUnsupportedCodec for an unknown codec, and with ErrClosed after Close.
 // dst's room beyond the maximum is not used. A pooled decoder keeps its
@@ -469,7 +479,7 @@ func (c *Codecs) readAll(dst []byte, r io.Reader, codec batch.Codec) ([]byte, er
 // or frame beyond the limit is ErrTooLarge, anything else ErrCorrupt.
 func (c *Codecs) decodeError(codec batch.Codec, err error) error {
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
-		return fmt.Errorf("%w: %s frame declares a window larger than %d bytes", ErrTooLarge, Name(codec), c.zstdWin)
+		return fmt.Errorf("%w: %w: the most is %d bytes", ErrTooLarge, ErrWindowTooLarge, c.zstdWin)
 	}
 	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrFrameSizeExceeded) {
 		return fmt.Errorf("%w: %s payload decodes to more than %d bytes", ErrTooLarge, Name(codec), c.maxDecoded)

@@ -222,7 +222,9 @@ func WithTConfiguration(conf *thrift.TConfiguration) Option {
 // WithMaxDecompressedBytes sets the most bytes compressedRequests may
 // decompress to; decompression stops there and the batch fails with
 // BatchError TOO_MANY_BYTES. The default is DefaultMaxDecompressedBytes
-// (64 MiB); it must be positive.
+// (64 MiB); it must be positive. A zstd frame declaring a window over 8 MiB,
+// or over n when that is smaller, is refused whatever its content, the
+// BatchError's message naming the window.
 func WithMaxDecompressedBytes(n int) Option { return func(c *config) { c.maxDecompressedBytes = n } }
 
 // WithMaxResponseBytes sets the most bytes of encoded responses (after

@@ -4,7 +4,13 @@
 //
 //	p, err := processor.New(catalog.NewCatalogProcessor(handler))
 //	if err != nil { ... }
-//	defer p.Close(context.Background())
+//	defer func() {
+//		// A client that never reads its answer would hold up a Close
+//		// without a deadline.
+//		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//		defer cancel()
+//		p.Close(ctx)
+//	}()
 //	server := thrift.NewTSimpleServer4(p, transport, transportFactory, protocolFactory)
 //
 // Every other message goes to the wrapped processor unchanged. A batch's calls
@@ -454,6 +460,8 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 		wireBytes = len(req.CompressedRequests)
 		raw, err := p.codecs.Decode(codec, nil, req.CompressedRequests)
 		switch {
+		case errors.Is(err, compress.ErrWindowTooLarge):
+			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests (%v, %d bytes) refused: %v", codec, len(req.CompressedRequests), err)
 		case errors.Is(err, compress.ErrTooLarge):
 			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests (%v, %d bytes) decompresses to more than the limit of %d bytes", codec, len(req.CompressedRequests), p.cfg.maxDecompressedBytes)
 		case err != nil:
