@@ -461,7 +461,7 @@ func (p *Processor) requests(ctx context.Context, kind wire.Kind, req *batch.Bat
 		raw, err := p.codecs.Decode(codec, nil, req.CompressedRequests)
 		switch {
 		case errors.Is(err, compress.ErrWindowTooLarge):
-			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests (%v, %d bytes) refused: %v", codec, len(req.CompressedRequests), err)
+			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests (%v, %d bytes) refused under the limit of %d bytes: %v", codec, len(req.CompressedRequests), p.cfg.maxDecompressedBytes, err)
 		case errors.Is(err, compress.ErrTooLarge):
 			return nil, 0, batchError(batch.BatchErrorCode_TOO_MANY_BYTES, "compressedRequests (%v, %d bytes) decompresses to more than the limit of %d bytes", codec, len(req.CompressedRequests), p.cfg.maxDecompressedBytes)
 		case err != nil:
