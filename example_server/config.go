@@ -114,14 +114,16 @@ until interrupted. With -demo, starts it in-process instead and compares
 one-by-one calls, an explicit batch, automatic batching and the bulk method.
 
 On Ctrl-C or SIGTERM the server stops taking connections and gives the
-requests in flight up to %[1]v to finish, then closes the connections left:
-a client that stays connected, even idle, makes stopping take up to %[1]v.
-Requests still running then are cut off, and a warn line says how many; the
-exit status is 0 all the same. Invalid flag values exit with status 2, other
-failures with status 1 (printed whatever -log-level says).
+requests in flight up to %[1]v to finish, then closes the connections left
+(over the Thrift transports a client that stays connected, even idle, makes
+stopping take up to %[1]v), and gives batches still running up to %[1]v more:
+stopping takes %[2]v at most. Requests cut off are counted in a warn line; the
+exit status is 0 all the same. A second Ctrl-C ends the process at once.
+Invalid flag values exit with status 2, other failures with status 1
+(printed whatever -log-level says).
 
 Flags:
-`, drainTimeout)
+`, drainTimeout, 2*drainTimeout)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.addr, "addr", c.addr, "`address` to listen on; with -demo, a free loopback port unless given")

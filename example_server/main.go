@@ -8,9 +8,10 @@
 //
 // Run with -h for every flag. Invalid flag values exit with status 2,
 // other failures with status 1. On Ctrl-C the server gives the requests in
-// flight up to 5 s (drainTimeout) before it closes the connections left;
-// cutting requests off then is not a failure: it exits with status 0 and a
-// warn line.
+// flight up to 5 s (drainTimeout) before it closes the connections left, and
+// batches still running 5 s more, so it stops within 10 s; cutting requests
+// off then is not a failure: it exits with status 0 and a warn line. A second
+// Ctrl-C ends the process at once.
 package main
 
 import (
@@ -31,6 +32,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal the default handling comes back, so that a
+	// second one ends the process during the stop.
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

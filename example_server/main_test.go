@@ -830,3 +830,52 @@ func TestPutProductRefusalReachesTheClient(t *testing.T) {
 		t.Errorf("putProduct(id -3) in a batch: %v, want an error saying why", err)
 	}
 }
+
+// failingViews is the store with a recordView that always fails.
+type failingViews struct{ *store.Handler }
+
+func (failingViews) RecordView(context.Context, int64) error { return errors.New("views store down") }
+
+// TestHTTPAnswersAFailingOnewayCallWith200: a oneway call whose handler
+// fails was still a request the server read; only unreadable ones get 400.
+func TestHTTPAnswersAFailingOnewayCallWith200(t *testing.T) {
+	cfg, err := parseConfig([]string{"-transport", "http", "-products", "5"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := startServer(cfg, "127.0.0.1:0", failingViews{store.New(cfg.products, 0)}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	var msg bytes.Buffer
+	w := thrift.NewTCompactProtocolConf(thrift.NewStreamTransportW(&msg), nil)
+	w.WriteMessageBegin(context.Background(), "recordView", thrift.ONEWAY, 1)
+	(&catalog.CatalogRecordViewArgs{ID: 1}).Write(context.Background(), w)
+	w.WriteMessageEnd(context.Background())
+	w.Flush(context.Background())
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	res, err := hc.Post("http://"+s.addr.String()+"/", "application/x-thrift", bytes.NewReader(msg.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("a oneway recordView whose handler failed: %s, want 200", res.Status)
+	}
+}
+
+// TestConnSetClosesWhatArrivesAfterCloseAll: a connection accepted as the
+// server stops, after its connections were closed, is closed too, not left
+// open with nobody serving it.
+func TestConnSetClosesWhatArrivesAfterCloseAll(t *testing.T) {
+	set := &connSet{conns: map[*trackedConn]struct{}{}}
+	set.closeAll()
+	client, server := net.Pipe()
+	defer client.Close()
+	set.add(server)
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("reading from a connection added after closeAll: %v, want EOF (closed)", err)
+	}
+}

@@ -345,21 +345,31 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 
 // connSet is the open connections of a trackingListener.
 type connSet struct {
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool // closeAll has run: a connection added later is closed at once
 }
 
 func (s *connSet) add(c net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: c, set: s}
 	s.mu.Lock()
-	s.conns[tc] = struct{}{}
+	closed := s.closed
+	if !closed {
+		s.conns[tc] = struct{}{}
+	}
 	s.mu.Unlock()
+	if closed {
+		// Accepted as the server stopped: the accept loop drops it
+		// without closing it.
+		c.Close()
+	}
 	return tc
 }
 
-// closeAll closes every connection open.
+// closeAll closes every connection open, and those added afterwards.
 func (s *connSet) closeAll() {
 	s.mu.Lock()
+	s.closed = true
 	conns := slices.Collect(maps.Keys(s.conns))
 	s.mu.Unlock()
 	for _, c := range conns {
@@ -424,7 +434,10 @@ type errRecorder struct{ thrift.TProcessor }
 
 func (p errRecorder) Process(ctx context.Context, in, out thrift.TProtocol) (bool, thrift.TException) {
 	ok, err := p.TProcessor.Process(ctx, in, out)
-	if slot, _ := ctx.Value(processErrKey{}).(*error); slot != nil && err != nil {
+	// ok is false for a message the server could not read or answer; a
+	// handler's own failure, which a oneway call reports with ok true and
+	// no reply, is not the client's fault.
+	if slot, _ := ctx.Value(processErrKey{}).(*error); slot != nil && err != nil && !ok {
 		*slot = err
 	}
 	return ok, err
