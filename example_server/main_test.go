@@ -722,13 +722,8 @@ func TestHTTPAnswersAGarbagePostWith400(t *testing.T) {
 
 	// Real requests are served as before: replies gzipped when the client
 	// accepts gzip, an unknown method's exception with 200.
-	var msg bytes.Buffer
-	w := thrift.NewTCompactProtocolConf(thrift.NewStreamTransportW(&msg), nil)
-	w.WriteMessageBegin(context.Background(), "countProducts", thrift.CALL, 1)
-	(&catalog.CatalogCountProductsArgs{}).Write(context.Background(), w)
-	w.WriteMessageEnd(context.Background())
-	w.Flush(context.Background())
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(msg.Bytes()))
+	msg := compactMessage("countProducts", thrift.CALL, &catalog.CatalogCountProductsArgs{})
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(msg))
 	req.Header.Set("Accept-Encoding", "gzip")
 	res, err := hc.Do(req)
 	if err != nil {
@@ -848,14 +843,9 @@ func TestHTTPAnswersAFailingOnewayCallWith200(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.stop()
-	var msg bytes.Buffer
-	w := thrift.NewTCompactProtocolConf(thrift.NewStreamTransportW(&msg), nil)
-	w.WriteMessageBegin(context.Background(), "recordView", thrift.ONEWAY, 1)
-	(&catalog.CatalogRecordViewArgs{ID: 1}).Write(context.Background(), w)
-	w.WriteMessageEnd(context.Background())
-	w.Flush(context.Background())
+	msg := compactMessage("recordView", thrift.ONEWAY, &catalog.CatalogRecordViewArgs{ID: 1})
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	res, err := hc.Post("http://"+s.addr.String()+"/", "application/x-thrift", bytes.NewReader(msg.Bytes()))
+	res, err := hc.Post("http://"+s.addr.String()+"/", "application/x-thrift", bytes.NewReader(msg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -878,4 +868,16 @@ func TestConnSetClosesWhatArrivesAfterCloseAll(t *testing.T) {
 	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("reading from a connection added after closeAll: %v, want EOF (closed)", err)
 	}
+}
+
+// compactMessage returns a message named name of typeID with sequence id 1
+// carrying args, in the compact protocol, as an HTTP body.
+func compactMessage(name string, typeID thrift.TMessageType, args thrift.TStruct) []byte {
+	var msg bytes.Buffer
+	w := thrift.NewTCompactProtocolConf(thrift.NewStreamTransportW(&msg), nil)
+	w.WriteMessageBegin(context.Background(), name, typeID, 1)
+	args.Write(context.Background(), w)
+	w.WriteMessageEnd(context.Background())
+	w.Flush(context.Background())
+	return msg.Bytes()
 }
