@@ -15,6 +15,32 @@ import (
 
 type echo struct{ testsvc.Test }
 
+// newTestDispatcher returns a Dispatcher on a pool of its own, closed when
+// the test ends.
+func newTestDispatcher(t *testing.T) *Dispatcher {
+	t.Helper()
+	p, err := pool.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	d, err := New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// echoArgs returns the compact encoding of echo's arguments for text.
+func echoArgs(t *testing.T, text string) []byte {
+	t.Helper()
+	b, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func (echo) Echo(_ context.Context, s string) (string, error) { return s, nil }
 
 // TestRunHeldReusesItsScratch: a batch released with every call returned
@@ -23,22 +49,10 @@ func (echo) Echo(_ context.Context, s string) (string, error) { return s, nil }
 // scratch goes back to may drop it (it does at random under the race
 // detector), so the test asks for a reuse in 16 batches, not in each.
 func TestRunHeldReusesItsScratch(t *testing.T) {
-	p, err := pool.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	d, err := New(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newTestDispatcher(t)
 	var reqs []*batch.Request
 	for i := range 10 {
-		args, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: fmt.Sprint(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reqs = append(reqs, &batch.Request{Method: "echo", Arguments: args})
+		reqs = append(reqs, &batch.Request{Method: "echo", Arguments: echoArgs(t, fmt.Sprint(i))})
 	}
 	b := Batch{
 		Requests:  reqs,
@@ -97,26 +111,11 @@ func (panicky) Echo(_ context.Context, s string) (string, error) {
 // batch's calls at the same index; the Call of a call that returned is
 // kept.
 func TestRunDropsCallsThatMustNotRunAgain(t *testing.T) {
-	p, err := pool.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	d, err := New(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	encode := func(text string) []byte {
-		b, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoArgs{Text: text})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	d := newTestDispatcher(t)
 	b := Batch{
 		Requests: []*batch.Request{
-			{Method: "echo", Arguments: encode("kept")},
-			{Method: "echo", Arguments: encode("panic")},
+			{Method: "echo", Arguments: echoArgs(t, "kept")},
+			{Method: "echo", Arguments: echoArgs(t, "panic")},
 			// Field 1, a string whose length runs past the input.
 			{Method: "echo", Arguments: []byte{0x18, 0xff, 0xff, 0x03}},
 		},
