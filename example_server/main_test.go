@@ -610,14 +610,7 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dial, err := newDialer(s.addr.String(), "compact", transport)
-			if err != nil {
-				t.Fatal(err)
-			}
-			idle, err := dial.open(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			dial, idle := openCompact(t, s.addr.String(), transport)
 			defer idle.proto.Transport().Close()
 			bc, err := dial.client(ctx, uncompressed...)
 			if err != nil {
@@ -664,14 +657,7 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dial, err := newDialer(s.addr.String(), "compact", "framed")
-		if err != nil {
-			t.Fatal(err)
-		}
-		idle, err := dial.open(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, idle := openCompact(t, s.addr.String(), "framed")
 		defer idle.proto.Transport().Close()
 		if _, err := catalog.NewCatalogClient(idle.tc).CountProducts(context.Background()); err != nil {
 			t.Fatal(err)
@@ -734,14 +720,7 @@ func TestHTTPAnswersAGarbagePostWith400(t *testing.T) {
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Encoding") != "gzip" || len(gz) < 2 || gz[0] != 0x1f || gz[1] != 0x8b {
 		t.Errorf("countProducts accepting gzip: %s, Content-Encoding %q, body % x", res.Status, res.Header.Get("Content-Encoding"), gz)
 	}
-	dial, err := newDialer(s.addr.String(), "compact", "http")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dial.open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := openCompact(t, s.addr.String(), "http")
 	defer c.proto.Transport().Close()
 	if n, err := catalog.NewCatalogClient(c.tc).CountProducts(context.Background()); n != 5 || err != nil {
 		t.Errorf("countProducts = %d, %v", n, err)
@@ -797,14 +776,7 @@ func TestPutProductRefusalReachesTheClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.stop()
-	dial, err := newDialer(s.addr.String(), "compact", "framed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dial.open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dial, c := openCompact(t, s.addr.String(), "framed")
 	defer c.proto.Transport().Close()
 	var tae thrift.TApplicationException
 	err = catalog.NewCatalogClient(c.tc).PutProduct(ctx, &catalog.Product{ID: 0, Name: "Test Kettle"})
@@ -880,4 +852,20 @@ func compactMessage(name string, typeID thrift.TMessageType, args thrift.TStruct
 	w.WriteMessageEnd(context.Background())
 	w.Flush(context.Background())
 	return msg.Bytes()
+}
+
+// openCompact dials addr with the compact protocol over transport and opens
+// a connection, which the caller closes (before it stops the server, or the
+// stop waits for it); it returns the dialer too, for more connections.
+func openCompact(t *testing.T, addr, transport string) (*dialer, *conn) {
+	t.Helper()
+	dial, err := newDialer(addr, "compact", transport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial.open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dial, c
 }
