@@ -333,12 +333,8 @@ func (a *Auto) collect() {
 			continue
 		}
 		// Calls that came while waiting for a connection ride along;
-		// calls whose callers have gone stay behind.
-		calls = live(a.takeQueued(calls))
-		if len(calls) == 0 {
-			a.idle <- c
-			continue
-		}
+		// execute leaves out those whose callers have gone.
+		calls = a.takeQueued(calls)
 		a.wg.Add(1)
 		go a.send(c, calls)
 	}
@@ -533,7 +529,8 @@ func (a *Auto) send(c *Client, calls []*pending) {
 	a.idle <- c
 }
 
-// execute sends calls on c as one batch and hands each call its response.
+// execute sends calls on c as one batch, leaving out those whose callers have
+// gone, and hands each call its response.
 // When the server refuses the batch as too many calls or bytes, which it
 // does before running any, it sends the calls again as two halves, one
 // after the other, and after too many calls lowers MaxBatch to the half.
