@@ -106,7 +106,6 @@ type Pool struct {
 	rampUp   time.Duration
 
 	gate     drain.Gate
-	closed   atomic.Bool // Close has begun
 	counters counters
 }
 
@@ -303,7 +302,6 @@ func (p *Pool) Tune(size int) error {
 // flight it returns nil, whatever ctx says. Calling Close again returns nil
 // once the first call has finished.
 func (p *Pool) Close(ctx context.Context) error {
-	p.closed.Store(true)
 	err := p.gate.Close(ctx)
 	if p.workers.IsClosed() {
 		return err
@@ -312,13 +310,7 @@ func (p *Pool) Close(ctx context.Context) error {
 		p.workers.Release()
 		return err
 	}
-	var rerr error
-	if ctx.Err() == nil {
-		rerr = p.workers.ReleaseContext(ctx)
-	} else { // nothing left to wait with: release and go
-		p.workers.Release()
-		rerr = ctx.Err()
-	}
+	rerr := p.workers.ReleaseContext(ctx)
 	// Idle workers, and helpers that came too late to find a call, exit
 	// at once on release: only a call abandoned at its deadline and still
 	// running is worth ctx's error.
@@ -328,9 +320,9 @@ func (p *Pool) Close(ctx context.Context) error {
 	return nil
 }
 
-// IsClosed reports whether Close has begun; Run returns ErrClosed once Close
-// has stopped new batches, a moment later. It costs an atomic load.
-func (p *Pool) IsClosed() bool { return p.closed.Load() }
+// IsClosed reports whether Close has begun: Run then returns ErrClosed. It
+// costs a lock.
+func (p *Pool) IsClosed() bool { return p.gate.Closed() }
 
 // Status is what became of one index of a Run.
 type Status uint32

@@ -732,10 +732,8 @@ func TestClose(t *testing.T) {
 				t.Fatalf("Run = %v, %v; want the call abandoned", res.Status(0), err)
 			}
 			close(release)
-			for deadline := time.Now().Add(10 * time.Second); p.Running() != 0; time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the abandoned call's worker never came back")
-				}
+			if !poll.Until(10*time.Second, func() bool { return p.Running() == 0 }) {
+				t.Fatal("the abandoned call's worker never came back")
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()

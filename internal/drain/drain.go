@@ -55,6 +55,13 @@ func (g *Gate) InFlight() int {
 	return g.inflight
 }
 
+// Closed reports whether Close has been called. It costs a lock.
+func (g *Gate) Closed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
+
 // Close refuses new work and waits until the work in flight has ended or ctx
 // is done, returning ctx's error in that case. onDrain runs once, when the
 // last piece of work ends (at once if none is in flight), even if that is
