@@ -70,7 +70,6 @@ type Auto struct {
 	maxWait  time.Duration
 
 	mu          sync.RWMutex // held for reading while a call enters the queue, for writing by Close
-	closed      bool
 	closeOnce   sync.Once
 	queue       chan *pending
 	stop        chan struct{}      // closed by Close
@@ -256,7 +255,7 @@ func byDeadline(err error) bool {
 func (a *Auto) enqueue(ctx context.Context, p *pending) error {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	if a.closed {
+	if a.stopped() {
 		return ErrClosed
 	}
 	select {
@@ -286,11 +285,12 @@ func (a *Auto) Close() error {
 func (a *Auto) close() error {
 	close(a.stop)
 	a.cancelDials()
-	a.mu.Lock() // once no call is entering the queue
-	a.closed = true
+	// Once the lock is free no call is entering the queue: later ones see
+	// stop closed.
+	a.mu.Lock()
 	a.mu.Unlock()
 	a.wg.Wait()
-	a.drain() // calls that entered the queue after the collector's drain
+	a.drain()
 	var errs []error
 	for {
 		select {
@@ -312,15 +312,15 @@ func (a *Auto) collect() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
-		if a.stopped() {
-			a.drain()
-			return
-		}
 		var calls []*pending
 		select {
 		case p := <-a.queue:
-			calls = append(make([]*pending, 0, a.batchLimit()), p)
+			// The batch's capacity is MaxBatch as it stands now: gather
+			// and takeQueued fill it up to that.
+			calls = append(make([]*pending, 0, a.maxBatch.Load()), p)
 		case <-a.stop:
+			// Answer the queued calls now rather than once the batches in
+			// flight end; close answers those that come later.
 			a.drain()
 			return
 		}
@@ -368,11 +368,8 @@ func live(calls []*pending) []*pending {
 	return calls
 }
 
-// batchLimit is MaxBatch as it stands.
-func (a *Auto) batchLimit() int { return int(a.maxBatch.Load()) }
-
 // gather adds the calls that come within MaxWait of the first, up to
-// MaxBatch. A wait under a millisecond yields the processor in a loop: a Go
+// cap(calls). A wait under a millisecond yields the processor in a loop: a Go
 // timer that short fires about a millisecond late when the process is
 // otherwise idle, which would make every lone call a millisecond slower.
 // Longer waits sleep on timer.
@@ -382,8 +379,8 @@ func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
 	}
 	if a.maxWait < time.Millisecond {
 		start := time.Now()
-		for len(calls) < a.batchLimit() && time.Since(start) < a.maxWait {
-			if calls = a.takeQueued(calls); len(calls) < a.batchLimit() {
+		for len(calls) < cap(calls) && time.Since(start) < a.maxWait {
+			if calls = a.takeQueued(calls); len(calls) < cap(calls) {
 				runtime.Gosched()
 			}
 		}
@@ -391,7 +388,7 @@ func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
 	}
 	timer.Reset(a.maxWait)
 	defer timer.Stop()
-	for len(calls) < a.batchLimit() {
+	for len(calls) < cap(calls) {
 		select {
 		case p := <-a.queue:
 			calls = append(calls, p)
@@ -404,8 +401,9 @@ func (a *Auto) gather(calls []*pending, timer *time.Timer) []*pending {
 	return calls
 }
 
+// takeQueued adds the calls queued now, up to cap(calls).
 func (a *Auto) takeQueued(calls []*pending) []*pending {
-	for len(calls) < a.batchLimit() {
+	for len(calls) < cap(calls) {
 		select {
 		case p := <-a.queue:
 			calls = append(calls, p)
@@ -416,7 +414,8 @@ func (a *Auto) takeQueued(calls []*pending) []*pending {
 	return calls
 }
 
-// drain answers the calls still queued at Close.
+// drain answers the calls still queued at Close, once nothing else takes
+// from the queue.
 func (a *Auto) drain() {
 	for {
 		select {

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/thriftbatch/thriftbatch/client"
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 	"github.com/thriftbatch/thriftbatch/processor"
 	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
@@ -31,10 +32,8 @@ func sleepyInFlight(t *testing.T, h *svc, tc *testsvc.TestClient, ms int32) <-ch
 		_, err := tc.Sleepy(ctx, ms, 1)
 		done <- err
 	}()
-	for deadline := time.Now().Add(testBound); h.sleeping.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the sleepy call never started")
-		}
+	if !poll.Until(testBound, func() bool { return h.sleeping.Load() > 0 }) {
+		t.Fatal("the sleepy call never started")
 	}
 	return done
 }
@@ -295,10 +294,8 @@ func TestAutoDialsAgainOnceAConnectionCloses(t *testing.T) {
 		_, err := testsvc.NewTestClient(auto).Echo(ctx, "waiting")
 		echoed <- err
 	}()
-	for deadline := time.Now().Add(testBound); g.n.Load() < 2; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no second dial")
-		}
+	if !poll.Until(testBound, func() bool { return g.n.Load() >= 2 }) {
+		t.Fatal("no second dial")
 	}
 	time.Sleep(20 * time.Millisecond) // for the echo to wait on the open connection
 	first.Load().Close()              // the open connection breaks
