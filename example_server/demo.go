@@ -49,8 +49,7 @@ func runDemo(ctx context.Context, cfg *config, log zerolog.Logger, out io.Writer
 	defer func() {
 		cut, stopErr := s.stop()
 		if !cut.none() {
-			stopErr = errors.Join(stopErr, fmt.Errorf("stop the server: %d batches and %d one-by-one calls cut off at the end of the drain; processor: %v",
-				cut.batches, cut.calls, cut.closeErr))
+			stopErr = errors.Join(stopErr, fmt.Errorf("stop the server: %s", cut))
 		}
 		err = errors.Join(err, stopErr)
 	}()

@@ -601,10 +601,7 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 	for _, transport := range []string{"framed", "buffered", "http"} {
 		t.Run(transport, func(t *testing.T) {
 			ctx := context.Background()
-			cfg, err := parseConfig([]string{"-transport", transport, "-latency", "2s", "-products", "5"}, io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := testConfig(t, "-transport", transport, "-latency", "2s", "-products", "5")
 			cfg.drain = 300 * time.Millisecond
 			s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, cfg.latency), zerolog.Nop())
 			if err != nil {
@@ -648,10 +645,7 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 		})
 	}
 	t.Run("an idle client holds stop up to the drain and is not cut off", func(t *testing.T) {
-		cfg, err := parseConfig([]string{"-products", "5"}, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := testConfig(t, "-products", "5")
 		cfg.drain = 300 * time.Millisecond
 		s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, 0), zerolog.Nop())
 		if err != nil {
@@ -682,15 +676,12 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 }
 
 func TestHTTPAnswersAGarbagePostWith400(t *testing.T) {
-	cfg, err := parseConfig([]string{"-transport", "http", "-products", "5"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, "-transport", "http", "-products", "5")
 	s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, 0), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.stop()
+	defer stopClean(t, s)
 	url := "http://" + s.addr.String() + "/"
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, body := range []string{"garbage", ""} {
@@ -767,15 +758,12 @@ func TestClosedConnectionsLogAtDebug(t *testing.T) {
 // product with id 0 was refused, one by one and in a batch.
 func TestPutProductRefusalReachesTheClient(t *testing.T) {
 	ctx := context.Background()
-	cfg, err := parseConfig([]string{"-products", "5"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, "-products", "5")
 	s, err := startServer(cfg, "127.0.0.1:0", store.New(cfg.products, 0), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.stop()
+	defer stopClean(t, s)
 	dial, c := openCompact(t, s.addr.String(), "framed")
 	defer c.proto.Transport().Close()
 	var tae thrift.TApplicationException
@@ -806,15 +794,12 @@ func (failingViews) RecordView(context.Context, int64) error { return errors.New
 // TestHTTPAnswersAFailingOnewayCallWith200: a oneway call whose handler
 // fails was still a request the server read; only unreadable ones get 400.
 func TestHTTPAnswersAFailingOnewayCallWith200(t *testing.T) {
-	cfg, err := parseConfig([]string{"-transport", "http", "-products", "5"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, "-transport", "http", "-products", "5")
 	s, err := startServer(cfg, "127.0.0.1:0", failingViews{store.New(cfg.products, 0)}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.stop()
+	defer stopClean(t, s)
 	msg := compactMessage("recordView", thrift.ONEWAY, &catalog.CatalogRecordViewArgs{ID: 1})
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	res, err := hc.Post("http://"+s.addr.String()+"/", "application/x-thrift", bytes.NewReader(msg))
@@ -868,4 +853,34 @@ func openCompact(t *testing.T, addr, transport string) (*dialer, *conn) {
 		t.Fatal(err)
 	}
 	return dial, c
+}
+
+// TestCutOffSaysWhatWasCutOff: the stop's message names the counts, and the
+// processor's error only when there is one.
+func TestCutOffSaysWhatWasCutOff(t *testing.T) {
+	if got := (cutOff{batches: 2, calls: 1}).String(); got != "2 batches and 1 one-by-one calls cut off at the end of the drain" {
+		t.Errorf("without a Close error: %q", got)
+	}
+	if got := (cutOff{closeErr: errors.New("boom")}).String(); !strings.HasSuffix(got, "; processor: boom") {
+		t.Errorf("with a Close error: %q", got)
+	}
+}
+
+// testConfig parses args as the command line, failing the test on an error.
+func testConfig(t *testing.T, args ...string) *config {
+	t.Helper()
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// stopClean stops s and fails the test if the stop cut anything off or
+// failed.
+func stopClean(t *testing.T, s *server) {
+	t.Helper()
+	if cut, err := s.stop(); err != nil || !cut.none() {
+		t.Errorf("stop: %v, %s", err, cut)
+	}
 }

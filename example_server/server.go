@@ -82,6 +82,15 @@ type cutOff struct {
 
 func (c cutOff) none() bool { return c.batches == 0 && c.calls == 0 && c.closeErr == nil }
 
+// String says what was cut off, and the processor's Close error if any.
+func (c cutOff) String() string {
+	s := fmt.Sprintf("%d batches and %d one-by-one calls cut off at the end of the drain", c.batches, c.calls)
+	if c.closeErr != nil {
+		s += "; processor: " + c.closeErr.Error()
+	}
+	return s
+}
+
 // newLogger returns the logger of the server and its processor: JSON lines
 // on w from level up.
 func newLogger(w io.Writer, level zerolog.Level) zerolog.Logger {
