@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -389,43 +390,26 @@ func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 		}
 		return out[:len(dst)+len(dec)], nil
 	case batch.Codec_GZIP:
-		d, _ := c.gzipR.Get().(*streamDecoder)
-		if d == nil {
-			d = new(streamDecoder)
-		}
-		d.src.Reset(src)
-		var err error
-		if d.r == nil {
-			d.r, err = gzip.NewReader(&d.src)
-		} else {
-			err = d.r.(*gzip.Reader).Reset(&d.src)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %v", ErrCorrupt, err)
-		}
-		defer c.putStream(&c.gzipR, d)
-		return c.readAll(dst, d.r, codec)
+		out, _, err := c.decodeStream(&c.gzipR, codec, dst, src, func(d *streamDecoder) (err error) {
+			if d.r == nil {
+				d.r, err = gzip.NewReader(&d.src)
+				return err
+			}
+			return d.r.(*gzip.Reader).Reset(&d.src)
+		})
+		return out, err
 	case batch.Codec_ZLIB:
-		d, _ := c.zlibR.Get().(*streamDecoder)
-		if d == nil {
-			d = new(streamDecoder)
-		}
-		d.src.Reset(src)
-		var err error
-		if d.r == nil {
-			d.r, err = zlib.NewReader(&d.src)
-		} else {
-			err = d.r.(zlib.Resetter).Reset(&d.src, nil)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: zlib: %v", ErrCorrupt, err)
-		}
-		defer c.putStream(&c.zlibR, d)
-		out, err := c.readAll(dst, d.r, codec)
-		if err == nil && d.src.Len() > 0 {
+		out, left, err := c.decodeStream(&c.zlibR, codec, dst, src, func(d *streamDecoder) (err error) {
+			if d.r == nil {
+				d.r, err = zlib.NewReader(&d.src)
+				return err
+			}
+			return d.r.(zlib.Resetter).Reset(&d.src, nil)
+		})
+		if err == nil && left > 0 {
 			// A gzip stream refuses what follows its end (as the header
 			// of a next member); a zlib stream has no such check.
-			return nil, fmt.Errorf("%w: zlib: %d bytes after the end of the stream", ErrCorrupt, d.src.Len())
+			return nil, fmt.Errorf("%w: zlib: %d bytes after the end of the stream", ErrCorrupt, left)
 		}
 		return out, err
 	}
@@ -433,9 +417,24 @@ func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 }
 
 // putStream empties d's input and puts d back in pool.
-func (c *Codecs) putStream(pool *sync.Pool, d *streamDecoder) {
-	d.src.Reset(nil)
-	pool.Put(d)
+// decodeStream decodes src with a streamDecoder from pool, which open makes
+// or resets onto d.src, into dst, and reports how many bytes of src follow
+// the stream's end.
+func (c *Codecs) decodeStream(pool *sync.Pool, codec batch.Codec, dst, src []byte, open func(d *streamDecoder) error) (out []byte, left int, err error) {
+	d, _ := pool.Get().(*streamDecoder)
+	if d == nil {
+		d = new(streamDecoder)
+	}
+	d.src.Reset(src)
+	if err := open(d); err != nil {
+		return nil, 0, fmt.Errorf("%w: %s: %v", ErrCorrupt, strings.ToLower(Name(codec)), err)
+	}
+	defer func() {
+		d.src.Reset(nil)
+		pool.Put(d)
+	}()
+	out, err = c.readAll(dst, d.r, codec)
+	return out, d.src.Len(), err
 }
 
 // readAll reads r to its end into dst, stopping with ErrTooLarge as soon as
