@@ -30,8 +30,8 @@ import (
 //   - It starts no connectivity watcher of its own: execute starts one per
 //     batch (see watchInterval).
 //   - A batch on a protocol it cannot serve (wire.KindOf) is answered with
-//     the INVALID_PROTOCOL TApplicationException execute returns, as it is;
-//     the generated function would wrap any error in an INTERNAL_ERROR.
+//     an INVALID_PROTOCOL TApplicationException before it runs; the
+//     generated function would wrap any error in an INTERNAL_ERROR.
 type batchFunction struct{ p *Processor }
 
 func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.TProtocol) (bool, thrift.TException) {
@@ -52,6 +52,15 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		return false, thrift.WrapTException(err)
 	}
 	in.ReadMessageEnd(ctx)
+	kind, err := wire.KindOf(proto)
+	if err != nil {
+		putMemory(mem) // no call has read it
+		x := thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
+		if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
+			return false, thrift.WrapTException(werr)
+		}
+		return true, x
+	}
 
 	var result batch.BatchServiceExecuteBatchResult
 	// The batch is in flight from here until its answer has been written
@@ -59,7 +68,7 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	resp, release, herr := (*batch.BatchResponse)(nil), noRelease, f.p.enter()
 	if herr == nil {
 		defer f.p.gate.Exit()
-		resp, release, herr = f.p.execute(ctx, proto, args.Request, skipped)
+		resp, release, herr = f.p.execute(ctx, kind, proto, args.Request, skipped)
 	}
 	// The replies may be held in their calls' buffers until written; the
 	// request's memory serves another batch once no call reads it.
@@ -78,12 +87,8 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		case errors.Is(herr, thrift.ErrAbandonRequest):
 			return false, terr
 		default:
-			// The INVALID_PROTOCOL exception execute built goes as it
-			// is; any other error as the generated code sends it.
-			var x thrift.TApplicationException
-			if !errors.As(herr, &x) || x.TypeId() != thrift.INVALID_PROTOCOL {
-				x = thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
-			}
+			// As the generated code sends any other error.
+			x := thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
 			if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
 				return false, thrift.WrapTException(werr)
 			}

@@ -175,7 +175,12 @@ func TestBatchFunctionAnswersAsTheGeneratedOne(t *testing.T) {
 			return nil, err
 		}
 		defer p.gate.Exit()
-		resp, release, err := p.execute(ctx, ctx.Value(protocolKey{}).(thrift.TProtocol), req, 0)
+		proto := ctx.Value(protocolKey{}).(thrift.TProtocol)
+		kind, err := wire.KindOf(proto)
+		if err != nil {
+			return nil, err
+		}
+		resp, release, err := p.execute(ctx, kind, proto, req, 0)
 		// The generated function writes the response after this returns:
 		// hand it a copy of the responses, which outlives the release.
 		if resp != nil {

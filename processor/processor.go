@@ -358,19 +358,15 @@ func (p *Processor) enter() error {
 	return nil
 }
 
-// execute runs the batch req, which arrived on proto and has entered (see
+// execute runs the batch req, which arrived on proto, of kind, and has entered (see
 // enter). skipped, when above 0, is how many requests were read past
 // instead of into req.Requests, for exceeding WithMaxCalls. The response's
 // replies may be held in the buffers the calls wrote them into
 // (dispatcher.RunHeld): call release once the response has been written,
 // and not before. release reports whether every call had returned (see
 // dispatcher.RunHeld): then the memory req was read into may be reused.
-func (p *Processor) execute(ctx context.Context, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (resp *batch.BatchResponse, release func() (returned bool), err error) {
+func (p *Processor) execute(ctx context.Context, kind wire.Kind, proto thrift.TProtocol, req *batch.BatchRequest, skipped int) (resp *batch.BatchResponse, release func() (returned bool), err error) {
 	start := time.Now()
-	kind, err := wire.KindOf(proto)
-	if err != nil {
-		return nil, noRelease, thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
-	}
 	if req == nil {
 		req = batch.NewBatchRequest()
 	}
