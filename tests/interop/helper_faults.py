@@ -47,7 +47,7 @@ import sys
 import types
 import zlib
 
-from interop_common import fail, parse_args
+from interop_common import CODEC_NAMES, fail, parse_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
@@ -58,8 +58,7 @@ import thriftbatch_client as tbc  # noqa: E402
 from thriftbatch_client import Batch, CallError  # noqa: E402
 
 CHECKS = ["accept", "extends", "settle", "limit", "corrupt", "failure", "constants", "header"]
-CODEC_NAMES = {tbc.ZSTD: "zstd", tbc.SNAPPY: "snappy", tbc.GZIP: "gzip", tbc.ZLIB: "zlib"}
-PROTOCOL_ERROR = 7
+PROTOCOL_ERROR = CallError.PROTOCOL_ERROR
 # How far past max_decompressed_bytes each codec may decompress before the
 # payload is refused, as clients/python/README.md states.
 OVERSHOOT = {tbc.ZSTD: 512 << 10, tbc.GZIP: 1, tbc.ZLIB: 1, tbc.SNAPPY: 0}
