@@ -120,12 +120,8 @@ func (h *stampedCatalog) GetProduct(ctx context.Context, id int64) (*catalog.Pro
 	start := h.now()
 	lower(&h.firstStart, start)
 	raise(&h.lastStart, start)
-	t := time.NewTimer(h.latency)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := store.Wait(ctx, h.latency); err != nil {
+		return nil, err
 	}
 	woke := h.now()
 	lower(&h.firstWake, woke)

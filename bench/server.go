@@ -103,12 +103,8 @@ func (h *fanningCatalog) GetProducts(ctx context.Context, ids []int64) ([]*catal
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
-			t := time.NewTimer(h.latency)
-			defer t.Stop()
-			select {
-			case <-t.C:
+			if store.Wait(ctx, h.latency) == nil {
 				found[i], _ = h.Lookup(id)
-			case <-ctx.Done():
 			}
 		})
 	}

@@ -170,11 +170,16 @@ func (h *Handler) store(p *catalog.Product) {
 
 // wait sleeps for the simulated latency, or returns ctx's error if ctx ends
 // first.
-func (h *Handler) wait(ctx context.Context) error {
-	if h.latency <= 0 {
+func (h *Handler) wait(ctx context.Context) error { return Wait(ctx, h.latency) }
+
+// Wait waits d on a timer, the simulated latency of a backend call, or until
+// ctx ends, and then returns ctx's error. It costs a timer; d <= 0 returns
+// at once.
+func Wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(h.latency)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
