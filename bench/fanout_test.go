@@ -10,14 +10,15 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/internal/checkinterval"
+	"github.com/thriftbatch/thriftbatch/internal/latency"
 	"github.com/thriftbatch/thriftbatch/processor"
 )
 
 // BenchmarkFanoutPhases splits the time of the fan-out scenario's batch (256
-// getProduct calls, each first waiting 5 ms on a timer, as the store's
-// simulated latency does) into phases, from stamps its handler takes at the
-// start and end of each wait and at each return. It reports the medians over
-// b.N batches, in µs:
+// getProduct calls, each first waiting 5 ms with latency.Wait, as the
+// store's simulated latency does) into phases, from stamps its handler takes
+// at the start and end of each wait and at each return. It reports the
+// medians over b.N batches, in µs:
 //
 //   - start-us: from the client beginning the batch to the first wait
 //     starting (the client builds, encodes and sends the calls; the server
@@ -38,10 +39,10 @@ import (
 //	go test -run XXX -bench FanoutPhases -benchtime 300x ./bench
 func BenchmarkFanoutPhases(b *testing.B) {
 	checkinterval.SetForTest(b, 0)
-	const calls, latency = 256, 5 * time.Millisecond
+	const calls, wait = 256, 5 * time.Millisecond
 	for _, check := range []time.Duration{processor.DefaultDisconnectCheck, 0} {
 		b.Run(fmt.Sprintf("disconnect-check=%v", check), func(b *testing.B) {
-			h := &stampedCatalog{Handler: store.New(products, 0), latency: latency, epoch: time.Now()}
+			h := &stampedCatalog{Handler: store.New(products, 0), latency: wait, epoch: time.Now()}
 			s, err := serveCatalog(h, framed, processor.WithDisconnectCheck(check))
 			if err != nil {
 				b.Fatal(err)
@@ -76,7 +77,7 @@ func BenchmarkFanoutPhases(b *testing.B) {
 				end := h.now()
 				add("start-us", h.firstStart.Load()-begin)
 				add("spread-us", h.lastStart.Load()-h.firstStart.Load())
-				add("late-us", h.firstWake.Load()-h.firstStart.Load()-int64(latency))
+				add("late-us", h.firstWake.Load()-h.firstStart.Load()-int64(wait))
 				add("wakes-us", h.lastWake.Load()-h.firstWake.Load())
 				add("tail-us", end-h.lastReturn.Load())
 				add("batch-us", end-begin)
@@ -90,9 +91,9 @@ func BenchmarkFanoutPhases(b *testing.B) {
 }
 
 // stampedCatalog serves the store's products, each getProduct first waiting
-// latency on a timer as store.Handler does, and records in nanoseconds since
-// epoch when the first and the last wait started and ended and when the
-// last call returned.
+// latency with latency.Wait as store.Handler does, and records in
+// nanoseconds since epoch when the first and the last wait started and ended
+// and when the last call returned.
 type stampedCatalog struct {
 	*store.Handler // without latency of its own
 	latency        time.Duration
@@ -120,7 +121,7 @@ func (h *stampedCatalog) GetProduct(ctx context.Context, id int64) (*catalog.Pro
 	start := h.now()
 	lower(&h.firstStart, start)
 	raise(&h.lastStart, start)
-	if err := store.Wait(ctx, h.latency); err != nil {
+	if err := latency.Wait(ctx, h.latency); err != nil {
 		return nil, err
 	}
 	woke := h.now()

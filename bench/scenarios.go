@@ -9,6 +9,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/client"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
+	"github.com/thriftbatch/thriftbatch/internal/latency"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/processor"
 )
@@ -57,7 +58,7 @@ var scenarios = []scenario{
 	},
 	{
 		name:  "fanout",
-		title: "one batch of 256 calls with 5 ms of simulated latency each (a second server, processor defaults), without, and as one getProducts that overlaps the waits (a third server)",
+		title: "one batch of 256 calls with 5 ms of simulated latency each (a second server, processor defaults), without, as one getProducts that overlaps the waits (a third server), and with each wait on a Go timer (a fourth)",
 		run:   fanout,
 	},
 	{
@@ -272,11 +273,15 @@ func autobatchVsSequential(ctx context.Context, e *env) ([]figure, error) {
 
 // fanout: the simulated latency of one call ÷ the time of a batch of many
 // such calls, which the processor runs concurrently: 1 is perfect overlap.
-// Beside it: the same batch without latency, the same waits in a
-// hand-written getProducts that overlaps them (fanningCatalog), and the waits
-// alone on the pool and on goroutines of their own.
+// The latency is latency.Wait's, woken by the poller as a backend's reply
+// would be. Beside it: the same batch without latency; the same waits in a
+// hand-written getProducts that overlaps them (fanningCatalog); the waits
+// alone on the pool and on goroutines of their own; and the batch and the
+// goroutines again with each wait on a Go timer (latency.TimerWait), which
+// fires up to a millisecond late in an idle process.
 func fanout(ctx context.Context, e *env) ([]figure, error) {
-	slow, err := e.server(e.plan.fanoutLatency, framed)
+	d := e.plan.fanoutLatency
+	slow, err := e.server(d, framed)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +293,7 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	fanning, err := e.serve(serveCatalog(&fanningCatalog{Handler: store.New(products, 0), latency: e.plan.fanoutLatency}, framed))
+	fanning, err := e.serve(serveCatalog(&fanningCatalog{Handler: store.New(products, 0), latency: d}, framed))
 	if err != nil {
 		return nil, err
 	}
@@ -296,29 +301,44 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := ids(e.plan.fanoutCalls, 1)
-	quick := explicitBatch(fast, ids)
-	quick.name += " without latency"
-	fanningBulk := bulk(sh, ids)
-	fanningBulk.name += " waiting for each id on a goroutine of its own"
+	timers, err := e.serve(serveCatalog(&timerCatalog{Handler: store.New(products, 0), latency: d}, framed))
+	if err != nil {
+		return nil, err
+	}
+	ct, err := e.batchClient(ctx, timers)
+	if err != nil {
+		return nil, err
+	}
 	p, err := pool.New()
 	if err != nil {
 		return nil, err
 	}
 	e.open = append(e.open, closerFunc(func() error { return p.Close(ctx) }))
+
+	ids := ids(e.plan.fanoutCalls, 1)
+	quick := explicitBatch(fast, ids)
+	quick.name += " without latency"
+	fanningBulk := bulk(sh, ids)
+	fanningBulk.name += " waiting for each id on a goroutine of its own"
+	onTimers := explicitBatch(ct, ids)
+	onTimers.name += " waiting on Go timers"
+	onPool := func(n int, wait func()) error {
+		_, err := pool.Run(ctx, p, n, 0, func(int) struct{} { wait(); return struct{}{} })
+		return err
+	}
+	onGoroutines := func(n int, wait func()) error {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(wait)
+		}
+		wg.Wait()
+		return nil
+	}
 	ways := []way{explicitBatch(c, ids), quick, fanningBulk,
-		waits("pool.Run alone", len(ids), e.plan.fanoutLatency, func(n int, wait func()) error {
-			_, err := pool.Run(ctx, p, n, 0, func(int) struct{} { wait(); return struct{}{} })
-			return err
-		}),
-		waits("a goroutine per wait", len(ids), e.plan.fanoutLatency, func(n int, wait func()) error {
-			var wg sync.WaitGroup
-			for range n {
-				wg.Go(wait)
-			}
-			wg.Wait()
-			return nil
-		}),
+		waits("pool.Run alone", len(ids), d, latency.Wait, onPool),
+		waits("a goroutine per wait", len(ids), d, latency.Wait, onGoroutines),
+		onTimers,
+		waits("a goroutine per wait on a Go timer", len(ids), d, latency.TimerWait, onGoroutines),
 	}
 	for i := range ways {
 		ways[i].settle = fanoutSettle
@@ -327,26 +347,36 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 	if err != nil {
 		return nil, err
 	}
+	efficiency := func(t timed) float64 { return d.Seconds() / t.median.Seconds() }
+	ms := func(t timed) float64 { return float64(t.median) / 1e6 }
 	return []figure{
 		{
-			key: "fanout_efficiency_256x5ms", value: e.plan.fanoutLatency.Seconds() / t[0].median.Seconds(), unit: "×",
-			detail: fmt.Sprintf("%s of latency per call ÷ %s", duration(e.plan.fanoutLatency), describe(t[0])),
+			key: "fanout_efficiency_256x5ms", value: efficiency(t[0]), unit: "×",
+			detail: fmt.Sprintf("%s of latency per call ÷ %s", duration(d), describe(t[0])),
 		},
 		{
-			key: "batch_256_no_latency_ms", value: float64(t[1].median) / 1e6, unit: "ms",
+			key: "batch_256_no_latency_ms", value: ms(t[1]), unit: "ms",
 			detail: describe(t[1]) + ": what the batch costs beyond the latency",
 		},
 		{
-			key: "bulk_fanout_efficiency_256x5ms", value: e.plan.fanoutLatency.Seconds() / t[2].median.Seconds(), unit: "×",
-			detail: fmt.Sprintf("%s ÷ %s: the same waits in a bulk method written to overlap them, without batching", duration(e.plan.fanoutLatency), describe(t[2])),
+			key: "bulk_fanout_efficiency_256x5ms", value: efficiency(t[2]), unit: "×",
+			detail: fmt.Sprintf("%s ÷ %s: the same waits in a bulk method written to overlap them, without batching", duration(d), describe(t[2])),
 		},
 		{
-			key: "pool_256x5ms_ms", value: float64(t[3].median) / 1e6, unit: "ms",
+			key: "pool_256x5ms_ms", value: ms(t[3]), unit: "ms",
 			detail: describe(t[3]) + ": the same waits run by the pool, with no Thrift at all",
 		},
 		{
-			key: "goroutines_256x5ms_ms", value: float64(t[4].median) / 1e6, unit: "ms",
+			key: "goroutines_256x5ms_ms", value: ms(t[4]), unit: "ms",
 			detail: describe(t[4]) + ": the machine's floor for 256 overlapping waits",
+		},
+		{
+			key: "fanout_efficiency_256x5ms_go_timers", value: efficiency(t[5]), unit: "×",
+			detail: fmt.Sprintf("%s ÷ %s: each call's latency a Go timer, up to 1 ms late in an idle process", duration(d), describe(t[5])),
+		},
+		{
+			key: "goroutines_256x5ms_go_timers_ms", value: ms(t[6]), unit: "ms",
+			detail: describe(t[6]) + ": the floor for 256 overlapping waits on Go timers",
 		},
 	}, nil
 }
@@ -356,14 +386,13 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 // millisecond for the runtime's sleep.
 const fanoutSettle = processor.DefaultDisconnectCheck + time.Millisecond
 
-// waits is n waits of d, each on a timer as the store's simulated latency
-// waits, run by fanOut.
-func waits(name string, n int, d time.Duration, fanOut func(n int, wait func()) error) way {
-	wait := func() {
-		t := time.NewTimer(d)
-		<-t.C
-	}
-	return way{name: name, calls: n, run: func(context.Context) error { return fanOut(n, wait) }}
+// waits is n waits of d, each by wait (latency.Wait or latency.TimerWait),
+// run by fanOut.
+func waits(name string, n int, d time.Duration, wait func(context.Context, time.Duration) error, fanOut func(n int, wait func()) error) way {
+	ctx := context.Background()
+	return way{name: name, calls: n, run: func(context.Context) error {
+		return fanOut(n, func() { _ = wait(ctx, d) }) // nil: ctx never ends
+	}}
 }
 
 // throughput: calls per second of many clients sending batches, and the

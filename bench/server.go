@@ -16,6 +16,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/latency"
 	"github.com/thriftbatch/thriftbatch/processor"
 )
 
@@ -88,8 +89,8 @@ func serveCatalog(h catalog.Catalog, stack transport, opts ...processor.Option) 
 // fanningCatalog is what a service without batching offers a client that
 // needs many slow lookups in one round trip: a bulk method written to
 // overlap them. Its getProducts waits latency for each id on a goroutine of
-// its own, on a timer as the store's simulated latency waits, and answers
-// once every wait has; its other methods are the store's.
+// its own, with latency.Wait as the store's simulated latency waits, and
+// answers once every wait has; its other methods are the store's.
 type fanningCatalog struct {
 	*store.Handler // without latency of its own
 	latency        time.Duration
@@ -103,7 +104,7 @@ func (h *fanningCatalog) GetProducts(ctx context.Context, ids []int64) ([]*catal
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
-			if store.Wait(ctx, h.latency) == nil {
+			if latency.Wait(ctx, h.latency) == nil {
 				found[i], _ = h.Lookup(id)
 			}
 		})
@@ -113,6 +114,24 @@ func (h *fanningCatalog) GetProducts(ctx context.Context, ids []int64) ([]*catal
 		return nil, err
 	}
 	return slices.DeleteFunc(found, func(p *catalog.Product) bool { return p == nil }), nil
+}
+
+// timerCatalog is the store with its getProduct's simulated latency on a Go
+// timer (latency.TimerWait) instead of latency.Wait's poller: a wait up to a
+// millisecond longer while the process is idle. Its other methods are the
+// store's.
+type timerCatalog struct {
+	*store.Handler // without latency of its own
+	latency        time.Duration
+}
+
+// GetProduct waits h.latency on a Go timer, or until ctx ends, then returns
+// product id.
+func (h *timerCatalog) GetProduct(ctx context.Context, id int64) (*catalog.Product, error) {
+	if err := latency.TimerWait(ctx, h.latency); err != nil {
+		return nil, err
+	}
+	return h.Handler.GetProduct(ctx, id)
 }
 
 // stop stops the server once every client connection is closed (TSimpleServer

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
+	"github.com/thriftbatch/thriftbatch/internal/latency"
 )
 
 // MaxSearchLimit caps the limit of search.
@@ -168,23 +169,7 @@ func (h *Handler) store(p *catalog.Product) {
 	h.byID[p.ID] = entry{product: p, name: strings.ToLower(p.Name)}
 }
 
-// wait sleeps for the simulated latency, or returns ctx's error if ctx ends
-// first.
-func (h *Handler) wait(ctx context.Context) error { return Wait(ctx, h.latency) }
-
-// Wait waits d on a timer, the simulated latency of a backend call, or until
-// ctx ends, and then returns ctx's error. It costs a timer; d <= 0 returns
-// at once.
-func Wait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// wait waits for the simulated latency (latency.Wait: woken by the poller,
+// as a reply from a real backend would be), or returns ctx's error if ctx
+// ends first.
+func (h *Handler) wait(ctx context.Context) error { return latency.Wait(ctx, h.latency) }
