@@ -23,6 +23,7 @@ import (
 	"github.com/thriftbatch/thriftbatch/example_server/catalog"
 	"github.com/thriftbatch/thriftbatch/example_server/store"
 	"github.com/thriftbatch/thriftbatch/idl/batch"
+	"github.com/thriftbatch/thriftbatch/internal/latency"
 	"github.com/thriftbatch/thriftbatch/pool"
 	"github.com/thriftbatch/thriftbatch/processor"
 )
@@ -65,15 +66,12 @@ var profiles = []profile{
 // by slowEvery.
 type slowTail struct{ *store.Handler }
 
-// GetProduct waits for the ids of the tail, then asks the store.
+// GetProduct waits for the ids of the tail, with latency.Wait as the
+// store's simulated latency waits, then asks the store.
 func (s slowTail) GetProduct(ctx context.Context, id int64) (*catalog.Product, error) {
 	if id%slowEvery == 0 {
-		t := time.NewTimer(slowDelay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := latency.Wait(ctx, slowDelay); err != nil {
+			return nil, err
 		}
 	}
 	return s.Handler.GetProduct(ctx, id)
