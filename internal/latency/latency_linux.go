@@ -23,7 +23,7 @@ import (
 // when it ends.
 type line struct {
 	fd   int      // the timerfd, for timerfd_settime; owned by file
-	file *os.File // the timerfd, read through the poller; never closed
+	file *os.File // the timerfd, read through the poller; closed by fail only
 
 	mu      sync.Mutex
 	waits   waitHeap
@@ -37,8 +37,9 @@ type line struct {
 type wait struct {
 	due      time.Time
 	done     chan struct{}
-	group    *group // nil when the context cannot end
-	canceled bool   // written before done is closed
+	group    *group      // nil when the context cannot end
+	canceled bool        // written before done is closed
+	timer    *time.Timer // the timer fail handed the wait to, if it did
 }
 
 // group is the pending waits under one context: the line watches the
@@ -172,6 +173,9 @@ func (l *line) run() {
 // wake ends w, which is off the heap, and stops watching its context when
 // it was the group's last. The caller holds l.mu.
 func (l *line) wake(w *wait, canceled bool) {
+	if w.timer != nil {
+		w.timer.Stop() // a wait whose context ended keeps no timer armed
+	}
 	if g := w.group; g != nil {
 		if g.pending--; g.pending == 0 {
 			g.stop()
@@ -229,9 +233,9 @@ func (l *line) arm(due time.Time) bool {
 
 // fail gives up on the timerfd: every pending wait is handed to a timer of
 // its own, every later one to Wait's timer, and the timerfd is closed, which
-// ends run's read. It cannot happen short of the kernel refusing an armed
-// timerfd; the line keeps every wait rather than leave one hanging. The
-// caller holds l.mu.
+// ends run's read. It cannot happen short of the kernel refusing to arm the
+// timerfd or a read of it failing; the line keeps every wait rather than
+// leave one hanging. The caller holds l.mu.
 func (l *line) fail() {
 	if l.broken {
 		return
@@ -241,7 +245,7 @@ func (l *line) fail() {
 	for _, w := range l.waits {
 		// w stays on the heap, where cancel finds it; whichever of the
 		// two takes it off wakes it.
-		time.AfterFunc(time.Until(w.due), func() {
+		w.timer = time.AfterFunc(time.Until(w.due), func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			if i := slices.Index(l.waits, w); i >= 0 {

@@ -4,15 +4,112 @@ package latency
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func TestWaitIsPreciseOnLinux(t *testing.T) {
 	if !Precise() {
 		t.Fatal("Precise() = false: the timerfd line is not in use")
 	}
+}
+
+// Wait queues on the line and starts its goroutine, rather than fall back
+// to a timer.
+func TestWaitTakesTheLine(t *testing.T) {
+	l := getLine()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Wait(ctx, time.Hour) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		queued := len(l.waits) == 1 && l.running
+		l.mu.Unlock()
+		if queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the wait is not on the line")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait = %v, want context.Canceled", err)
+	}
+	waitStopped(t, l)
+}
+
+// ownDone is a context whose Done channel is its own, not a cancelCtx's:
+// context.AfterFunc watches it with a goroutine until stopped.
+type ownDone struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c ownDone) Done() <-chan struct{} { return c.done }
+
+func (c ownDone) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// The line stops watching a context once no wait is pending under it: the
+// context's watcher goroutine does not outlive the waits.
+func TestTheLineStopsWatchingAContextItsWaitsOutlived(t *testing.T) {
+	ctx := ownDone{Context: context.Background(), done: make(chan struct{})}
+	defer close(ctx.done)
+	// Before the close above, which would end a watcher left behind.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for range 3 {
+		if err := Wait(ctx, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitStopped(t, getLine())
+}
+
+// Waits whose context's deadline falls about when they come due end either
+// way, each once: on time with nil, or with the deadline's error; and the
+// line is left watching nothing.
+func TestDeadlinesRaceWaitsComingDue(t *testing.T) {
+	const d = 2 * time.Millisecond
+	var wg sync.WaitGroup
+	for i := range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), d+time.Duration(i%5-2)*100*time.Microsecond)
+		defer cancel()
+		for range 10 {
+			wg.Go(func() {
+				start := time.Now()
+				err := Wait(ctx, d)
+				switch {
+				case err == nil:
+					if took := time.Since(start); took < d {
+						t.Errorf("a wait of %v returned nil after %v", d, took)
+					}
+				case !errors.Is(err, context.DeadlineExceeded):
+					t.Errorf("Wait = %v, want nil or context.DeadlineExceeded", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	l := getLine()
+	l.mu.Lock()
+	if len(l.groups) != 0 || len(l.waits) != 0 {
+		t.Errorf("the line still holds %d groups and %d waits", len(l.groups), len(l.waits))
+	}
+	l.mu.Unlock()
+	waitStopped(t, l)
 }
 
 // Once its waits have ended, the line watches no context (each group ends
@@ -91,7 +188,11 @@ func TestABrokenLineKeepsItsWaits(t *testing.T) {
 	if l.add(context.Background(), nil, &wait{due: start, done: make(chan struct{})}) {
 		t.Error("a broken line took a wait")
 	}
-	<-onTime.done
+	select {
+	case <-onTime.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait handed to a timer did not end")
+	}
 	if took := time.Since(start); took < d || onTime.canceled {
 		t.Errorf("the wait of %v ended after %v, canceled %v", d, took, onTime.canceled)
 	}
@@ -107,4 +208,31 @@ func TestABrokenLineKeepsItsWaits(t *testing.T) {
 	// The line's goroutine, blocked on the timerfd, returns: fail closed
 	// it.
 	waitStopped(t, l)
+}
+
+// A line that fails with only a far wait pending stops reading the timerfd
+// at once, rather than at that wait's time.
+func TestABrokenLineStopsReading(t *testing.T) {
+	l, err := newLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	far := &wait{due: time.Now().Add(time.Hour), done: make(chan struct{})}
+	if !l.add(ctx, ctx.Done(), far) {
+		t.Fatal("a working line refused a wait")
+	}
+	l.mu.Lock()
+	l.fail()
+	l.mu.Unlock()
+	waitStopped(t, l)
+	cancel() // ends the wait, and stops the timer fail handed it to
+	select {
+	case <-far.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait whose context ended did not end")
+	}
+	if far.timer.Stop() {
+		t.Error("the wait's timer is still armed after the wait ended")
+	}
 }
