@@ -142,11 +142,8 @@ func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), o
 		return nil, fmt.Errorf("client: max in flight must be positive, got %d", cfg.maxInFlight)
 	}
 	first, err := dial(ctx)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("client: dial: %w", err)
-	case first == nil:
-		return nil, errors.New("client: dial returned neither a Client nor an error")
+	if err := dialed(first, err); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
 	}
 	a := &Auto{
 		dial: dial, kind: first.kind, maxWait: cfg.maxWait,
@@ -239,10 +236,8 @@ func (p *pending) finish(kind wire.Kind) error {
 // TApplicationException) and a reply that does not decode are the call's
 // own and stand.
 func byDeadline(err error) bool {
-	var ce *CallError
-	if errors.As(err, &ce) {
-		return ce.Code == batch.CALL_DEADLINE_EXCEEDED || ce.Code == batch.CALL_CANCELED
-	}
+	// A CallError of the deadline or a cancellation Is the context's error
+	// (CallError.Is); other CallErrors are neither, nor transport errors.
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return true
 	}
@@ -495,20 +490,28 @@ func (a *Auto) dialOne() {
 	ctx, cancel := context.WithTimeout(a.dialCtx, dialTimeout)
 	defer cancel()
 	c, err := a.dial(ctx)
-	switch {
-	case err != nil:
-		err = fmt.Errorf("thriftbatch: dial: %w", err)
-	case c == nil:
-		err = errors.New("thriftbatch: dial returned neither a Client nor an error")
-	case c.kind != a.kind:
-		err = fmt.Errorf("thriftbatch: dial returned a Client over the %v protocol, the Auto's first was over %v", c.kind, a.kind)
+	err = dialed(c, err)
+	if err == nil && c.kind != a.kind {
+		err = fmt.Errorf("dial returned a Client over the %v protocol, the Auto's first was over %v", c.kind, a.kind)
 		c.Close()
-		c = nil
 	}
 	if err != nil {
+		c, err = nil, fmt.Errorf("thriftbatch: %w", err)
 		a.tokens <- struct{}{}
 	}
 	a.dials <- dialResult{c, err}
+}
+
+// dialed returns what is wrong with what the Auto's dial returned: its
+// error, or no Client and no error; nil when c is a Client.
+func dialed(c *Client, err error) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("dial: %w", err)
+	case c == nil:
+		return errors.New("dial returned neither a Client nor an error")
+	}
+	return nil
 }
 
 // send executes one batch on c, hands each call its response, and gives c

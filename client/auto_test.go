@@ -112,12 +112,11 @@ func (g *gatedDial) auto(ctx context.Context) (*client.Client, error) {
 func TestAutoTakesAFreedConnectionWhileDialing(t *testing.T) {
 	h := &svc{}
 	g := &gatedDial{dial: start(t, h), release: make(chan struct{})}
-	auto, err := client.NewAuto(context.Background(), g.auto, client.WithMaxInFlight(2), client.WithMaxWait(0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	auto := mustAuto(t, g.auto, client.WithMaxInFlight(2), client.WithMaxWait(0))
 	slow := sleepyInFlight(t, h, testsvc.NewTestClient(auto), 200)
-	ctx, cancel := context.WithTimeout(context.Background(), testBound)
+	// Well under the dial's own 10 s bound: a batch that waited for the
+	// dial would go on the freed connection only once the dial timed out.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if got, err := testsvc.NewTestClient(auto).Echo(ctx, "meanwhile"); err != nil || got != "meanwhile" {
 		t.Fatalf("echo while the second connection is being dialed = %q, %v", got, err)
@@ -263,7 +262,7 @@ func TestAutoChecksWhatDialReturns(t *testing.T) {
 		t.Fatal("a call on a closed connection succeeded")
 	}
 	binary.Store(true)
-	if _, err := tc.Echo(ctx, "other protocol"); err == nil || !strings.Contains(err.Error(), "protocol") {
+	if _, err := tc.Echo(ctx, "other protocol"); err == nil || !strings.Contains(err.Error(), "the Auto's first was over") {
 		t.Errorf("a call on a connection dialed over another protocol = %v, want an error naming the protocol", err)
 	}
 }
