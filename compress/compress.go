@@ -416,7 +416,6 @@ func (c *Codecs) Decode(codec batch.Codec, dst, src []byte) ([]byte, error) {
 	return nil, fmt.Errorf("%w: %s", ErrUnsupportedCodec, Name(codec))
 }
 
-// putStream empties d's input and puts d back in pool.
 // decodeStream decodes src with a streamDecoder from pool, which open makes
 // or resets onto d.src, into dst, and reports how many bytes of src follow
 // the stream's end.

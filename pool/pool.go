@@ -87,6 +87,9 @@ func (p Policy) String() string {
 	return fmt.Sprintf("Policy(%d)", int(p))
 }
 
+// Valid reports whether p is one of the policies above.
+func (p Policy) Valid() bool { return p >= CallerRuns && p <= Reject }
+
 // ParsePolicy parses the names String returns.
 func ParsePolicy(s string) (Policy, error) {
 	for _, p := range []Policy{CallerRuns, Wait, Reject} {
@@ -246,7 +249,7 @@ func New(opts ...Option) (*Pool, error) {
 		return nil, fmt.Errorf("pool: WithExpiry: expiry must be positive, got %v", cfg.expiry)
 	case cfg.rampUp <= 0:
 		return nil, fmt.Errorf("pool: WithRampUp: ramp-up interval must be positive, got %v", cfg.rampUp)
-	case cfg.policy < CallerRuns || cfg.policy > Reject:
+	case !cfg.policy.Valid():
 		return nil, fmt.Errorf("pool: WithPolicy: unknown overload policy %v", cfg.policy)
 	}
 	workers, err := ants.NewPool(cfg.size,

@@ -56,16 +56,14 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 	if err != nil {
 		putMemory(mem) // no call has read it
 		x := thrift.NewTApplicationException(thrift.INVALID_PROTOCOL, err.Error())
-		if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
-			return false, thrift.WrapTException(werr)
-		}
-		return true, x
+		return writeException(ctx, out, seqID, x, x)
 	}
 
 	var result batch.BatchServiceExecuteBatchResult
 	// The batch is in flight from here until its answer has been written
 	// (the deferred calls run after the write, release before Exit).
-	resp, release, herr := (*batch.BatchResponse)(nil), noRelease, f.p.enter()
+	var resp *batch.BatchResponse
+	release, herr := noRelease, f.p.enter()
 	if herr == nil {
 		defer f.p.gate.Exit()
 		resp, release, herr = f.p.execute(ctx, kind, proto, args.Request, skipped)
@@ -89,10 +87,7 @@ func (f batchFunction) Process(ctx context.Context, seqID int32, in, out thrift.
 		default:
 			// As the generated code sends any other error.
 			x := thrift.NewTApplicationException(thrift.INTERNAL_ERROR, "Internal error processing executeBatch: "+herr.Error())
-			if werr := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); werr != nil {
-				return false, thrift.WrapTException(werr)
-			}
-			return true, terr
+			return writeException(ctx, out, seqID, x, terr)
 		}
 	} else {
 		result.Success = resp
@@ -171,6 +166,16 @@ func detach(req *batch.BatchRequest, frameLen int) {
 	for _, r := range req.Requests {
 		r.Arguments = own(r.Arguments)
 	}
+}
+
+// writeException writes x as the EXCEPTION answer to message seqID and
+// returns what Process returns then: true and answer when it was written,
+// false and the write's error when the connection cannot take it.
+func writeException(ctx context.Context, out thrift.TProtocol, seqID int32, x thrift.TApplicationException, answer thrift.TException) (bool, thrift.TException) {
+	if err := writeMessage(ctx, out, thrift.EXCEPTION, seqID, x); err != nil {
+		return false, thrift.WrapTException(err)
+	}
+	return true, answer
 }
 
 // writeMessage writes a message of typeID carrying s and flushes it; over

@@ -107,7 +107,7 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, fmt.Errorf("processor: WithPoolPreAlloc: a pre-allocated pool holds at most pool.MaxPreAllocSize (%d) workers, WithPoolSize gave %d", pool.MaxPreAllocSize, c.poolSize)
 	case c.poolExpiry <= 0:
 		return nil, fmt.Errorf("processor: WithWorkerExpiry: expiry must be positive, got %v", c.poolExpiry)
-	case c.poolPolicy < pool.CallerRuns || c.poolPolicy > pool.Reject:
+	case !c.poolPolicy.Valid():
 		return nil, fmt.Errorf("processor: WithOverloadPolicy: unknown policy %v", c.poolPolicy)
 	case c.maxConcurrency < 0:
 		return nil, fmt.Errorf("processor: WithMaxConcurrency: must not be negative, got %d", c.maxConcurrency)
