@@ -398,9 +398,8 @@ const fanoutSettle = processor.DefaultDisconnectCheck + time.Millisecond
 // waits is n waits of d, each by wait (latency.Wait or latency.TimerWait),
 // run by fanOut.
 func waits(name string, n int, d time.Duration, wait func(context.Context, time.Duration) error, fanOut func(n int, wait func()) error) way {
-	ctx := context.Background()
 	return way{name: name, calls: n, run: func(context.Context) error {
-		return fanOut(n, func() { _ = wait(ctx, d) }) // nil: ctx never ends
+		return fanOut(n, func() { _ = wait(context.Background(), d) }) // nil: nothing ends it early
 	}}
 }
 

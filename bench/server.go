@@ -98,7 +98,7 @@ type fanningCatalog struct {
 
 // GetProducts returns the products among ids that exist, in the order of
 // ids, each after a wait of h.latency, the waits overlapping; or ctx's error
-// if it ends first. Each id costs a goroutine and a timer.
+// if it ends first. Each id costs a goroutine and a latency.Wait.
 func (h *fanningCatalog) GetProducts(ctx context.Context, ids []int64) ([]*catalog.Product, error) {
 	found := make([]*catalog.Product, len(ids))
 	var wg sync.WaitGroup

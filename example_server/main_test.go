@@ -503,7 +503,6 @@ func TestThriftLibraryLinesGoThroughZerolog(t *testing.T) {
 			defer cancel()
 			var stderr lockedBuffer
 			exit := make(chan int, 1)
-			ready := make(chan string, 1)
 			ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port, given back for the server
 			if err != nil {
 				t.Fatal(err)
@@ -513,18 +512,14 @@ func TestThriftLibraryLinesGoThroughZerolog(t *testing.T) {
 			go func() {
 				exit <- run(ctx, []string{"-addr", addr, "-products", "1", "-log-level", tt.level}, io.Discard, &stderr)
 			}()
-			go func() { // wait for the port to answer
-				for range 1000 {
-					if c, err := net.Dial("tcp", addr); err == nil {
-						c.Close()
-						ready <- addr
-						return
-					}
-					time.Sleep(10 * time.Millisecond)
+			listening := poll.Until(10*time.Second, func() bool {
+				c, err := net.Dial("tcp", addr)
+				if err == nil {
+					c.Close()
 				}
-				ready <- ""
-			}()
-			if <-ready == "" {
+				return err == nil
+			})
+			if !listening {
 				cancel()
 				<-exit
 				t.Fatalf("the server did not listen on %s within 10 s:\n%s", addr, stderr.String())
@@ -658,11 +653,15 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 		}
 		done := make(chan struct{})
 		var cut cutOff
+		start := time.Now()
 		go func() { defer close(done); cut, err = s.stop() }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			t.Fatal("stop still waiting for an idle client 10 s after a 300 ms drain")
+		}
+		if took := time.Since(start); took < cfg.drain {
+			t.Errorf("stop returned after %v, before the %v drain an idle client holds it for", took, cfg.drain)
 		}
 		if err != nil || !cut.none() {
 			t.Errorf("stop = %+v, %v; want nothing cut off and no error", cut, err)

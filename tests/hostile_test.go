@@ -21,7 +21,6 @@ import (
 	"github.com/thriftbatch/thriftbatch/internal/bombs"
 
 	"github.com/apache/thrift/lib/go/thrift"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
@@ -678,16 +677,9 @@ func compressionCases(list []bomb) []hostileCase {
 			t.Errorf("%d responses, want none", len(resp.Responses))
 		}
 	}})
-	// Built here, outside the cases' heap probes: the encoder of a 16 MiB
-	// window allocates about twice that.
-	var wide bytes.Buffer
-	if w, err := zstd.NewWriter(&wide, zstd.WithWindowSize(16<<20)); err == nil {
-		w.Write([]byte("tiny"))
-		w.Flush() // a streaming frame: no content size, the whole window declared
-		w.Close()
-	}
-	cases = append(cases, hostileCase{fmt.Sprintf("a %d-byte zstd frame declaring a 16 MiB window answers TOO_MANY_BYTES naming the window", wide.Len()), nil, func(t *testing.T, h hostileStack, r *rawConn) {
-		r.send(t, h.frame(h.batchMsg(t, thrift.CALL, 9, &batch.BatchRequest{RequestCodec: batch.CodecPtr(batch.Codec_ZSTD), CompressedRequests: wide.Bytes()})))
+	wide := bombs.ZstdWindow(24, []byte("tiny")) // a 16 MiB window
+	cases = append(cases, hostileCase{fmt.Sprintf("a %d-byte zstd frame declaring a 16 MiB window answers TOO_MANY_BYTES naming the window", len(wide)), nil, func(t *testing.T, h hostileStack, r *rawConn) {
+		r.send(t, h.frame(h.batchMsg(t, thrift.CALL, 9, &batch.BatchRequest{RequestCodec: batch.CodecPtr(batch.Codec_ZSTD), CompressedRequests: wide})))
 		r.batchError(t, 9, batch.BatchErrorCode_TOO_MANY_BYTES, "ZSTD", "window", fmt.Sprint(8<<20))
 	}})
 	cases = append(cases, hostileCase{"a snappy block claiming exactly the limit with 4 bytes of body answers CORRUPT_PAYLOAD", nil, func(t *testing.T, h hostileStack, r *rawConn) {

@@ -42,6 +42,18 @@ func Zstd(n int, declare, single bool) []byte {
 	return out
 }
 
+// ZstdWindow returns a zstd frame that declares a window of 2^log2 bytes (10
+// to 41) and no content size, as a streaming encoder writes it, holding
+// body in one raw block: a frame of 10 bytes plus the body, whatever the
+// window it declares.
+func ZstdWindow(log2 int, body []byte) []byte {
+	out := binary.LittleEndian.AppendUint32(nil, 0xFD2FB528)
+	out = append(out, 0, byte(log2-10)<<3) // no content size; Window_Descriptor
+	hdr := uint32(len(body))<<3 | 1        // Block_Type raw, Last_Block
+	out = append(out, byte(hdr), byte(hdr>>8), byte(hdr>>16))
+	return append(out, body...)
+}
+
 // SnappyClaim is a Snappy block declaring n bytes whose body is a valid
 // start (a zero literal and copies of 64 bytes) cut short: the declared
 // length is all a decoder needs to refuse it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
+	"errors"
 	"io"
 	"testing"
 
@@ -78,5 +79,28 @@ func TestBombsAreSmall(t *testing.T) {
 	gz, gzn := bombs.Gzip(1 << 22)
 	if len(bombs.Zstd(1<<30, false, false)) > 40<<10 || len(bombs.S2(1<<30)) > 1<<10 || gzn < 1000*len(gz) {
 		t.Fatalf("bombs larger than expected: zstd %d, s2 %d, gzip %d for %d", len(bombs.Zstd(1<<30, false, false)), len(bombs.S2(1<<30)), len(gz), gzn)
+	}
+}
+
+// TestZstdWindowDeclaresItsWindow: the frame decodes to its body, and a
+// decoder limited to a smaller window refuses it for the window.
+func TestZstdWindowDeclaresItsWindow(t *testing.T) {
+	body := []byte("tiny")
+	frame := bombs.ZstdWindow(24, body)
+	wide, err := zstd.NewReader(nil, zstd.WithDecoderMaxWindow(16<<20), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wide.Close()
+	if got, err := wide.DecodeAll(frame, nil); err != nil || string(got) != string(body) {
+		t.Fatalf("DecodeAll = %q, %v; want %q", got, err, body)
+	}
+	narrow, err := zstd.NewReader(nil, zstd.WithDecoderMaxWindow(8<<20), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer narrow.Close()
+	if _, err := narrow.DecodeAll(frame, nil); !errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		t.Fatalf("DecodeAll with an 8 MiB window = %v, want zstd.ErrWindowSizeExceeded", err)
 	}
 }

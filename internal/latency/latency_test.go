@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -215,6 +215,6 @@ func BenchmarkOverlappingWaits(b *testing.B) {
 }
 
 func medianMs(x []time.Duration) float64 {
-	sort.Slice(x, func(i, j int) bool { return x[i] < x[j] })
+	slices.Sort(x)
 	return float64(x[len(x)/2]) / 1e6
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/thriftbatch/thriftbatch/internal/poll"
 )
 
 func TestWaitIsPreciseOnLinux(t *testing.T) {
@@ -25,18 +27,13 @@ func TestWaitTakesTheLine(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Wait(ctx, time.Hour) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	queued := poll.Until(10*time.Second, func() bool {
 		l.mu.Lock()
-		queued := len(l.waits) == 1 && l.running
-		l.mu.Unlock()
-		if queued {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the wait is not on the line")
-		}
-		time.Sleep(time.Millisecond)
+		defer l.mu.Unlock()
+		return len(l.waits) == 1 && l.running
+	})
+	if !queued {
+		t.Fatal("the wait is not on the line")
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -146,18 +143,13 @@ func TestTheLineForgetsContextsWhenTheirWaitsEnd(t *testing.T) {
 // waitStopped fails t unless l's goroutine returns within 10 s.
 func waitStopped(t *testing.T, l *line) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	stopped := poll.Until(10*time.Second, func() bool {
 		l.mu.Lock()
-		running := l.running
-		l.mu.Unlock()
-		if !running {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the line's goroutine still runs")
-		}
-		time.Sleep(time.Millisecond)
+		defer l.mu.Unlock()
+		return !l.running
+	})
+	if !stopped {
+		t.Fatal("the line's goroutine still runs")
 	}
 }
 
