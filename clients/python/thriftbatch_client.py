@@ -15,6 +15,7 @@ Python modules import) are decompressed transparently, up to
 max_decompressed_bytes.
 """
 
+import functools
 import sys
 import zlib
 
@@ -319,6 +320,7 @@ class Batch:
         self._timeout = timeout_millis
         self._sequential = sequential
         self._calls = []
+        self._classes = {}  # method: (args class, result class), looked up once
         self.codec = NONE  # the codec the last response arrived in
         # ThriftPy's TClient keeps its service; Apache's Client lives in the
         # generated module that also holds executeBatch_args and _result.
@@ -334,6 +336,16 @@ class Batch:
         Raises AttributeError when the service (with the services it
         extends) has no such method.
         """
+        classes = self._classes.get(method)
+        if classes is None:
+            classes = self._classes[method] = self._method_classes(method)
+        args_cls, result_cls = classes
+        call = Call(self._prefix + method, self._encode(args_cls(*args, **kwargs)), result_cls)
+        self._calls.append(call)
+        return call
+
+    def _method_classes(self, method):
+        """(args class, result class: None when oneway) of method."""
         args_cls = _service_attr(self._service, method + "_args")
         if args_cls is None:
             raise AttributeError("thriftbatch: service %s has no method %s (no %s_args in it or in the "
@@ -342,9 +354,7 @@ class Batch:
         if result_cls is None and not _apache_oneway(self._service, method):
             raise AttributeError("thriftbatch: service %s has no %s_result for its method %s, which is not "
                                  "oneway" % (_service_name(self._service), method, method))
-        call = Call(self._prefix + method, self._encode(args_cls(*args, **kwargs)), result_cls)
-        self._calls.append(call)
-        return call
+        return args_cls, result_cls
 
     def execute(self):
         """Send the queued calls in one executeBatch and settle each Call.
@@ -392,7 +402,7 @@ class Batch:
 
     def _decompressed(self, codec, data):
         """The Responses inside compressedResponses data."""
-        if codec not in self._accept or codec not in _DECOMPRESS:
+        if codec not in self._accept:  # __init__ accepts decompressible codecs only
             raise ValueError("thriftbatch: the response is compressed with codec %s, which this batch did "
                              "not accept" % _codec_name(codec))
         if data is None:
@@ -411,12 +421,8 @@ class Batch:
         raise error
 
     def _settle(self, i, call, response):
-        """Settle call i with its Response; never raises."""
-        try:
-            call._reply, call._error = self._outcome(i, call, response)
-        except Exception as e:
-            call._reply, call._error = None, CallError(
-                CallError.PROTOCOL_ERROR, "reply of call %d does not decode: %s" % (i, _describe(e)))
+        """Settle call i with its Response."""
+        call._reply, call._error = self._outcome(i, call, response)
         call.done = True
 
     def _outcome(self, i, call, r):
@@ -436,12 +442,15 @@ class Batch:
         if call._result_class is None:  # oneway (Apache generates no result)
             return None, None
         result = call._result_class()
-        self._decode(result, r.reply)
-        names = _field_names(call._result_class)
-        for fid, name in sorted(names.items()):
-            if fid != 0 and getattr(result, name, None) is not None:
+        try:
+            self._decode(result, r.reply)
+        except Exception as e:
+            return None, CallError(CallError.PROTOCOL_ERROR, "reply of call %d does not decode: %s" % (i, _describe(e)))
+        exceptions, has_success = _result_shape(call._result_class)
+        for name in exceptions:
+            if getattr(result, name, None) is not None:
                 return None, getattr(result, name)  # a declared exception
-        if 0 in names:
+        if has_success:
             if result.success is None:
                 return None, CallError(CallError.MISSING_RESULT, "%s returned no result" % call.method)
             return result.success, None
@@ -488,6 +497,14 @@ def _apache_oneway(service, method):
     client = getattr(service, "Client", None)
     return (isinstance(client, type) and hasattr(client, "send_" + method)
             and not hasattr(client, "recv_" + method))
+
+
+@functools.lru_cache(maxsize=None)
+def _result_shape(cls):
+    """(names of the declared exceptions in field id order, whether there is
+    a success field) of a generated result class."""
+    names = _field_names(cls)
+    return tuple(name for fid, name in sorted(names.items()) if fid != 0), 0 in names
 
 
 def _field_names(cls):

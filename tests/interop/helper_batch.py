@@ -17,10 +17,9 @@ usage: helper_batch.py HOST:PORT --library apache|thriftpy
 import os
 import sys
 
-from interop_common import CODEC_NAMES, UNKNOWN_NAME, Tally, check, fail, parse_args, plan
+from interop_common import (CODEC_NAMES, ROOT, UNKNOWN_NAME, Tally, check, fail, parse_args, plan,
+                            thriftpy_client, thriftpy_idls)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
 import thriftbatch_client  # noqa: E402
@@ -53,17 +52,9 @@ def apache_clients(args):
 
 def thriftpy_clients(args):
     """Return (batch client, Catalog service class, single-call client, close)."""
-    import thriftpy
-    from thriftpy.protocol import TBinaryProtocolFactory
-    from thriftpy.rpc import make_client
     from thriftpy.thrift import TClient
-    from thriftpy.transport import TBufferedTransportFactory, TFramedTransportFactory
-    batch_thrift = thriftpy.load(os.path.join(ROOT, "idl", "batch.thrift"), module_name="batch_thrift")
-    catalog_thrift = thriftpy.load(os.path.join(ROOT, "example_server", "catalog.thrift"),
-                                   module_name="catalog_thrift")
-    factory = TFramedTransportFactory() if args.transport == "framed" else TBufferedTransportFactory()
-    client = make_client(batch_thrift.BatchService, args.host, args.port,
-                         proto_factory=TBinaryProtocolFactory(), trans_factory=factory, timeout=20000)
+    batch_thrift, catalog_thrift = thriftpy_idls()
+    client = thriftpy_client(batch_thrift.BatchService, args.host, args.port, args.transport == "framed")
     single = TClient(catalog_thrift.Catalog, client._iprot, client._oprot)
     return client, catalog_thrift.Catalog, single, client.close
 

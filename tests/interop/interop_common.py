@@ -10,8 +10,11 @@ starting with "PASS " on success.
 
 import argparse
 import gzip
+import os
 import sys
 import zlib
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 # Codec values of idl/batch.thrift.
 CODECS = {"none": 0, "zstd": 1, "snappy": 2, "gzip": 4, "zlib": 5}
@@ -43,6 +46,27 @@ def parse_args(description, **extra):
         p.error("address must be HOST:PORT, got %r" % args.address)
     args.host, args.port = host, int(port)
     return args
+
+
+def thriftpy_idls(root=ROOT):
+    """ThriftPy's modules of idl/batch.thrift and example_server/catalog.thrift
+    under root, loaded at run time as a ThriftPy user does."""
+    import thriftpy
+    batch_thrift = thriftpy.load(os.path.join(root, "idl", "batch.thrift"), module_name="batch_thrift")
+    catalog_thrift = thriftpy.load(os.path.join(root, "example_server", "catalog.thrift"),
+                                   module_name="catalog_thrift")
+    return batch_thrift, catalog_thrift
+
+
+def thriftpy_client(service, host, port, framed=False):
+    """A ThriftPy client of service over TBinaryProtocol on a buffered (or
+    framed) TSocket transport, with a 20 s timeout."""
+    from thriftpy.protocol import TBinaryProtocolFactory
+    from thriftpy.rpc import make_client
+    from thriftpy.transport import TBufferedTransportFactory, TFramedTransportFactory
+    factory = TFramedTransportFactory() if framed else TBufferedTransportFactory()
+    return make_client(service, host, port, proto_factory=TBinaryProtocolFactory(),
+                       trans_factory=factory, timeout=20000)
 
 
 def plan(products, calls):

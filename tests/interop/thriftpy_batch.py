@@ -10,33 +10,23 @@ usage: thriftpy_batch.py HOST:PORT --idl-dir DIR --transport buffered|framed
                          [--products N] [--calls N] [--codec C]
 """
 
-import os
 
-from interop_common import (CODEC_NAMES, CODECS, check_codec, check_responses,
-                            decompress, fail, parse_args, plain, plan)
+from interop_common import (CODEC_NAMES, CODECS, ROOT, check_codec, check_responses,
+                            decompress, fail, parse_args, plain, plan, thriftpy_client,
+                            thriftpy_idls)
 
 
 def main():
     args = parse_args(__doc__.splitlines()[0],
                       transport=("ThriftPy transport factory", ["buffered", "framed"], "buffered"),
                       **{"idl-dir": ("repository root holding idl/ and example_server/", None, None)})
-    import thriftpy
-    from thriftpy.protocol import TBinaryProtocol, TBinaryProtocolFactory
-    from thriftpy.rpc import make_client
+    from thriftpy.protocol import TBinaryProtocol
     from thriftpy.thrift import TClient
-    from thriftpy.transport import (TBufferedTransportFactory,
-                                    TFramedTransportFactory, TMemoryBuffer)
+    from thriftpy.transport import TMemoryBuffer
 
-    root = args.idl_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-    batch_thrift = thriftpy.load(os.path.join(root, "idl", "batch.thrift"), module_name="batch_thrift")
-    catalog_thrift = thriftpy.load(os.path.join(root, "example_server", "catalog.thrift"),
-                                   module_name="catalog_thrift")
+    batch_thrift, catalog_thrift = thriftpy_idls(args.idl_dir or ROOT)
     Catalog = catalog_thrift.Catalog
-
-    factory = TFramedTransportFactory() if args.transport == "framed" else TBufferedTransportFactory()
-    client = make_client(batch_thrift.BatchService, args.host, args.port,
-                         proto_factory=TBinaryProtocolFactory(), trans_factory=factory,
-                         timeout=20000)
+    client = thriftpy_client(batch_thrift.BatchService, args.host, args.port, args.transport == "framed")
 
     def encode(struct):
         buf = TMemoryBuffer()
