@@ -72,14 +72,14 @@ type Auto struct {
 	mu          sync.RWMutex // held for reading while a call enters the queue, for writing by Close
 	closeOnce   sync.Once
 	queue       chan *pending
-	stop        chan struct{}      // closed by Close
-	cancelDials context.CancelFunc // ends a dial in progress at Close
-	dialCtx     context.Context
-	idle        chan *Client    // connections not carrying a batch
-	tokens      chan struct{}   // connections that may still be dialed
-	dials       chan dialResult // the outcome of the dial in progress
-	dialing     bool            // a dial is in progress: touched by collect only
-	died        chan struct{}   // a connection was closed after a failed batch
+	closing     context.Context    // ended by Close; a dial in progress runs under it
+	stopClosing context.CancelFunc // ends closing
+	stop        <-chan struct{}    // closing's Done: closed once Close has begun
+	idle        chan *Client       // connections not carrying a batch
+	tokens      chan struct{}      // connections that may still be dialed
+	dials       chan dialResult    // the outcome of the dial in progress
+	dialing     bool               // a dial is in progress: touched by collect only
+	died        chan struct{}      // a connection was closed after a failed batch
 	wg          sync.WaitGroup
 }
 
@@ -148,14 +148,14 @@ func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), o
 	a := &Auto{
 		dial: dial, kind: first.kind, maxWait: cfg.maxWait,
 		queue:  make(chan *pending, cfg.maxBatch),
-		stop:   make(chan struct{}),
 		idle:   make(chan *Client, cfg.maxInFlight),
 		tokens: make(chan struct{}, cfg.maxInFlight),
 		dials:  make(chan dialResult, 1),
 		died:   make(chan struct{}, 1),
 	}
 	a.maxBatch.Store(int64(cfg.maxBatch))
-	a.dialCtx, a.cancelDials = context.WithCancel(context.Background())
+	a.closing, a.stopClosing = context.WithCancel(context.Background())
+	a.stop = a.closing.Done()
 	a.idle <- first
 	for range cfg.maxInFlight - 1 {
 		a.tokens <- struct{}{}
@@ -278,8 +278,7 @@ func (a *Auto) Close() error {
 }
 
 func (a *Auto) close() error {
-	close(a.stop)
-	a.cancelDials()
+	a.stopClosing() // closes stop, and ends a dial in progress
 	// Once the lock is free no call is entering the queue: later ones see
 	// stop closed.
 	a.mu.Lock()
@@ -487,7 +486,7 @@ func (a *Auto) unlessStopped(c *Client) (*Client, error) {
 // dials, giving the connection's token back first if it failed.
 func (a *Auto) dialOne() {
 	defer a.wg.Done()
-	ctx, cancel := context.WithTimeout(a.dialCtx, dialTimeout)
+	ctx, cancel := context.WithTimeout(a.closing, dialTimeout)
 	defer cancel()
 	c, err := a.dial(ctx)
 	err = dialed(c, err)
