@@ -531,8 +531,10 @@ def _protocol_maker(proto, factory):
     to; flush transport, then read buffer)."""
     thriftpy = hasattr(proto, "write_struct")
     if thriftpy:
-        # The pure-Python buffer: ThriftPy's cython TMemoryBuffer lets the
-        # cython binary protocol read past the end of a short reply.
+        # Replies are read from the pure-Python buffer: ThriftPy's cython
+        # TMemoryBuffer lets the cython binary protocol read past the end
+        # of a short reply. Arguments are written the usual way.
+        from thriftpy.transport import TMemoryBuffer as WriteBuffer
         from thriftpy.transport.memory import TMemoryBuffer
         proto = getattr(proto, "_proto", proto)  # TMultiplexedProtocol
         kwargs = {"decode_response": proto.decode_response} if hasattr(proto, "decode_response") else {}
@@ -561,7 +563,10 @@ def _protocol_maker(proto, factory):
             from thriftpy.transport import TCyBufferedTransport as wrap
 
     def new(data):
-        buf = TMemoryBuffer() if data is None else TMemoryBuffer(data)
+        if data is None:
+            buf = WriteBuffer() if thriftpy else TMemoryBuffer()
+            return make(buf), buf, buf
+        buf = TMemoryBuffer(data)
         trans = buf if wrap is None else wrap(buf)
         return make(trans), buf, trans
     return new
