@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -651,6 +652,13 @@ func TestShutdownCutsOffWhatOutlastsTheDrain(t *testing.T) {
 		if _, err := catalog.NewCatalogClient(idle.tc).CountProducts(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+		// The client has its answer before the server's goroutine is back
+		// in its read: one that has not got there yet sees the stop and
+		// ends the connection at once, as it should. Idle means waiting in
+		// that read.
+		if !poll.Until(10*time.Second, func() bool { return connsWaitingToRead() == 1 }) {
+			t.Fatalf("%d connections wait for a request, want 1", connsWaitingToRead())
+		}
 		done := make(chan struct{})
 		var cut cutOff
 		start := time.Now()
@@ -863,6 +871,29 @@ func TestCutOffSaysWhatWasCutOff(t *testing.T) {
 	if got := (cutOff{closeErr: errors.New("boom")}).String(); !strings.HasSuffix(got, "; processor: boom") {
 		t.Errorf("with a Close error: %q", got)
 	}
+}
+
+// connsWaitingToRead counts the TSimpleServer connections, in every server
+// of the test binary, whose goroutine waits for the socket to have bytes
+// to read: idle connections, unless a request is on its way.
+func connsWaitingToRead() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("thrift.(*TSimpleServer).processRequests")) &&
+			bytes.Contains(g, []byte("internal/poll.(*pollDesc).waitRead")) {
+			n++
+		}
+	}
+	return n
 }
 
 // testConfig parses args as the command line, failing the test on an error.
