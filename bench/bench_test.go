@@ -171,7 +171,7 @@ func TestMedianOfOddAndEvenCounts(t *testing.T) {
 
 // benchServer serves the catalog, with no simulated latency and the
 // connectivity check at check, until b ends.
-func benchServer(b *testing.B, check time.Duration) *server {
+func benchServer(b testing.TB, check time.Duration) *server {
 	b.Helper()
 	checkinterval.SetForTest(b, check)
 	s, err := startServer(0, framed)
@@ -206,8 +206,13 @@ func BenchmarkHundredGetProduct(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
+			a, err := s.auto(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer a.Close()
 			hundred := ids(100, 1)
-			for _, w := range []way{explicitBatch(c, hundred), bulk(sh, hundred), sequential(sh, hundred)} {
+			for _, w := range []way{explicitBatch(c, hundred), automatic(a, hundred), bulk(sh, hundred), sequential(sh, hundred)} {
 				b.Run(strings.ReplaceAll(w.name, " ", "_"), func(b *testing.B) {
 					for b.Loop() {
 						if err := w.run(ctx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,15 +169,15 @@ func NewAuto(ctx context.Context, dial func(context.Context) (*Client, error), o
 // pending is one call waiting for its batch.
 type pending struct {
 	ctx    context.Context
+	args   thrift.TStruct // read by the batch's goroutine under argsMu, unless abandoned
+	argsMu sync.Mutex
 	req    batch.Request // the call on the wire, allocated with the pending
 	result thrift.TStruct
 	state  atomic.Uint32 // waiting, delivering or abandoned
-	// Set before done is closed: the batch's answer for this call
-	// (answered, with resp or a batch error in err), or the error that
-	// kept it from being sent (err).
-	answered bool
-	resp     *batch.Response
+	// Set before done is closed: the call's outcome, or a panic of its
+	// structs' code on the batch's goroutine, for Call to raise again.
 	err      error
+	panicked *helperPanic
 	done     chan struct{}
 }
 
@@ -187,15 +188,14 @@ const (
 )
 
 // Call implements thrift.TClient: it queues the call for the next batch and
-// waits for its result. args are encoded before Call queues them, so the
-// caller may reuse them once Call returns.
+// waits for its result. The batch's goroutine encodes args and decodes the
+// reply into result, not the caller's: on a goroutine started for the call,
+// that work would first grow its stack, which cost more than the call's
+// share of the round trip (docs/BENCHMARKS.md). The caller may reuse args
+// once Call returns.
 func (a *Auto) Call(ctx context.Context, method string, args, result thrift.TStruct) (thrift.ResponseMeta, error) {
 	var meta thrift.ResponseMeta
-	encoded, err := wire.Encode(ctx, a.kind, nil, args)
-	if err != nil {
-		return meta, thrift.NewTProtocolException(err)
-	}
-	p := &pending{ctx: ctx, req: batch.Request{Method: method, Arguments: encoded}, result: result, done: make(chan struct{})}
+	p := &pending{ctx: ctx, args: args, req: batch.Request{Method: method}, result: result, done: make(chan struct{})}
 	if err := a.enqueue(ctx, p); err != nil {
 		return meta, err
 	}
@@ -203,30 +203,79 @@ func (a *Auto) Call(ctx context.Context, method string, args, result thrift.TStr
 	case <-p.done:
 	case <-ctx.Done():
 		if p.state.CompareAndSwap(waiting, abandoned) {
+			// Once the lock is free, the batch's goroutine is not
+			// encoding args, and will not: it checks the state under it.
+			p.argsMu.Lock()
+			p.argsMu.Unlock()
 			return meta, ctx.Err()
 		}
 		<-p.done // being delivered: a moment
 	}
-	return meta, p.finish(a.kind)
+	return meta, p.outcome()
 }
 
-// finish returns the call's error after done, decoding its reply into its
-// result first. It runs on the caller's goroutine, so the replies of a
-// batch decode in parallel on their callers while the connection carries
-// the next batch.
-func (p *pending) finish(kind wire.Kind) error {
-	if !p.answered {
-		return p.err
+// outcome returns the call's error once done is closed, or raises again
+// the panic its structs' code raised on the batch's goroutine.
+func (p *pending) outcome() error {
+	if p.panicked != nil {
+		panic(p.panicked)
 	}
-	d := coder{kind: kind}
-	err := settle(&d, p.req.Method, p.resp, p.err, p.result)
-	d.release()
-	if err != nil && p.ctx.Err() != nil && byDeadline(err) {
-		// The caller's own deadline passed too: say so as an
-		// unbatched call would.
-		err = p.ctx.Err()
+	if p.err != nil && p.ctx.Err() != nil && byDeadline(p.err) {
+		// The caller's own deadline passed too: say so as an unbatched
+		// call would.
+		return p.ctx.Err()
 	}
-	return err
+	return p.err
+}
+
+// encode appends the call's arguments, encoded with d, to buf, unless its
+// caller has gone, and reports whether the call is still to be sent. An
+// encoding error or panic ends the call.
+func (p *pending) encode(d *coder, buf []byte) (_ []byte, ok bool) {
+	p.argsMu.Lock()
+	defer p.argsMu.Unlock()
+	if p.state.Load() == abandoned {
+		return buf, false
+	}
+	defer p.recoverPanic(&ok)
+	out, err := d.encode(buf, p.args)
+	if err != nil {
+		p.deliver(thrift.NewTProtocolException(err))
+		return buf, false
+	}
+	p.req.Arguments = out[len(buf):len(out):len(out)]
+	return out, true
+}
+
+// settle decodes the call's response with d and ends the call with its
+// outcome, unless its caller has gone.
+func (p *pending) settle(d *coder, r *batch.Response, batchErr error) {
+	if !p.state.CompareAndSwap(waiting, delivering) {
+		return // its caller has gone
+	}
+	defer close(p.done)
+	defer p.recoverPanic(nil)
+	p.err = settle(d, p.req.Method, r, batchErr, p.result)
+}
+
+// recoverPanic, deferred by code that runs the call's structs' code on the
+// batch's goroutine, hands a panic there to the caller, ending the call,
+// and clears *ok when ok is not nil. The batch goes on.
+func (p *pending) recoverPanic(ok *bool) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	hp := &helperPanic{value: v, stack: debug.Stack()}
+	if ok != nil {
+		*ok = false
+		if p.state.CompareAndSwap(waiting, delivering) {
+			p.panicked = hp
+			close(p.done)
+		}
+		return
+	}
+	p.panicked = hp // settle holds delivering and closes done
 }
 
 // byDeadline reports whether err may be the work of a deadline: a call the
@@ -513,11 +562,22 @@ func dialed(c *Client, err error) error {
 	return nil
 }
 
-// send executes one batch on c, hands each call its response, and gives c
-// back, or closes it when it broke.
+// send encodes the calls' arguments, executes them as one batch on c,
+// hands each call its response, and gives c back, or closes it when it
+// broke.
 func (a *Auto) send(c *Client, calls []*pending) {
 	defer a.wg.Done()
-	if err := a.execute(c, calls); err != nil {
+	d := coder{kind: a.kind}
+	var args []byte
+	sent := calls[:0]
+	for _, p := range calls {
+		var ok bool
+		if args, ok = p.encode(&d, args); ok {
+			sent = append(sent, p)
+		}
+	}
+	d.release()
+	if err := a.execute(c, sent); err != nil {
 		// The connection may be out of step with the server: replace it.
 		c.Close()
 		a.tokens <- struct{}{}
@@ -545,14 +605,15 @@ func (a *Auto) execute(c *Client, calls []*pending) error {
 		requests[i] = &p.req
 	}
 	ctx, cancel := batchContext(calls)
-	// Each caller decodes its own reply later: the responses must outlive
-	// this call.
-	responses, err := c.execute(ctx, requests, false, false)
+	// The replies are decoded before execute returns, as Batch.Execute
+	// does: their memory serves c's next batch.
+	responses, err := c.execute(ctx, requests, false, true)
 	cancel()
 	var be *batch.BatchError
 	isBatchError := errors.As(err, &be)
 	if isBatchError && len(calls) > 1 &&
 		(be.Code == batch.BatchErrorCode_TOO_MANY_CALLS || be.Code == batch.BatchErrorCode_TOO_MANY_BYTES) {
+		c.doneWithReplies()
 		half := len(calls) / 2
 		if be.Code == batch.BatchErrorCode_TOO_MANY_CALLS {
 			a.lowerMaxBatch(half)
@@ -565,16 +626,17 @@ func (a *Auto) execute(c *Client, calls []*pending) error {
 		}
 		return a.execute(c, calls[half:])
 	}
-	for i, p := range calls {
-		if !p.state.CompareAndSwap(waiting, delivering) {
-			continue // its caller has gone
-		}
-		p.answered, p.err = true, err
-		if err == nil {
-			p.resp = responses[i]
-		}
-		close(p.done)
-	}
+	spreadEach(len(calls), func() (func(i int), func()) {
+		d := &coder{kind: a.kind}
+		return func(i int) {
+			var r *batch.Response
+			if err == nil {
+				r = responses[i]
+			}
+			calls[i].settle(d, r, err)
+		}, d.release
+	})
+	c.doneWithReplies()
 	if err != nil && !isBatchError {
 		return err
 	}

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,4 +310,127 @@ func TestAutoDialsAgainOnceAConnectionCloses(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiting echo was not told that no connection is left")
 	}
+}
+
+// faultyArgs is echo's arguments with a Write that fails or panics.
+type faultyArgs struct {
+	testsvc.TestEchoArgs
+	panics bool
+}
+
+var errWriteFails = errors.New("the arguments refuse to be written")
+
+func (a *faultyArgs) Write(ctx context.Context, p thrift.TProtocol) error {
+	if a.panics {
+		panic("write panics")
+	}
+	return errWriteFails
+}
+
+// panickyResult is echo's result with a Read that panics.
+type panickyResult struct{ testsvc.TestEchoResult }
+
+func (*panickyResult) Read(context.Context, thrift.TProtocol) error { panic("read panics") }
+
+// callRecovering makes one call through auto and returns its error, or
+// what it panicked with.
+func callRecovering(auto *client.Auto, args, result thrift.TStruct) (err error, panicked any) {
+	defer func() { panicked = recover() }()
+	ctx, cancel := context.WithTimeout(context.Background(), testBound)
+	defer cancel()
+	_, err = auto.Call(ctx, "echo", args, result)
+	return err, nil
+}
+
+// TestAutoFailsOnlyTheCallWhoseStructsFail: the Auto encodes arguments and
+// decodes replies on the batch's goroutine. Arguments that fail to encode
+// end their call with that error; a panic of an argument's Write or a
+// result's Read is raised again on its caller's goroutine, not on the
+// Auto's (which would end the process). The calls sent in the same batch
+// get their replies, and the Auto goes on serving.
+func TestAutoFailsOnlyTheCallWhoseStructsFail(t *testing.T) {
+	h := &svc{}
+	// A wait long enough for the four calls to share a batch.
+	auto := mustAuto(t, start(t, h).auto, client.WithMaxWait(50*time.Millisecond), client.WithMaxBatch(4))
+	echo := func(msg string) *testsvc.TestEchoArgs { return &testsvc.TestEchoArgs{Text: msg} }
+	type outcome struct {
+		err      error
+		panicked any
+		result   *testsvc.TestEchoResult
+	}
+	var wg sync.WaitGroup
+	out := make([]outcome, 4)
+	for i, call := range []func() outcome{
+		func() outcome {
+			err, p := callRecovering(auto, &faultyArgs{}, testsvc.NewTestEchoResult())
+			return outcome{err: err, panicked: p}
+		},
+		func() outcome {
+			err, p := callRecovering(auto, &faultyArgs{panics: true}, testsvc.NewTestEchoResult())
+			return outcome{err: err, panicked: p}
+		},
+		func() outcome {
+			err, p := callRecovering(auto, echo("read"), &panickyResult{})
+			return outcome{err: err, panicked: p}
+		},
+		func() outcome {
+			r := testsvc.NewTestEchoResult()
+			err, p := callRecovering(auto, echo("fine"), r)
+			return outcome{err: err, panicked: p, result: r}
+		},
+	} {
+		wg.Go(func() { out[i] = call() })
+	}
+	wg.Wait()
+
+	if err := out[0].err; !errors.Is(err, errWriteFails) || out[0].panicked != nil {
+		t.Errorf("arguments that fail to encode: %v, panic %v; want their error", err, out[0].panicked)
+	}
+	for i, want := range map[int]string{1: "write panics", 2: "read panics"} {
+		if p, ok := out[i].panicked.(error); !ok || !strings.Contains(p.Error(), want) || !strings.Contains(p.Error(), "goroutine") {
+			t.Errorf("call %d: panic %v, error %v; want a panic saying %q with the stack where it happened", i, out[i].panicked, out[i].err, want)
+		}
+	}
+	if r := out[3].result; out[3].err != nil || out[3].panicked != nil || r.Success == nil || *r.Success != "fine" {
+		t.Errorf("the call beside them: %v, panic %v, result %v; want its echo", out[3].err, out[3].panicked, r)
+	}
+	if h.batches.Load() != 1 {
+		t.Errorf("%d batches, want the calls in one: the test proves less than it says", h.batches.Load())
+	}
+	if got, err := testsvc.NewTestClient(auto).Echo(context.Background(), "after"); err != nil || got != "after" {
+		t.Errorf("a call after them: %q, %v", got, err)
+	}
+}
+
+// TestAutoLetsGoOfAnAbandonedCallsArguments: once Call has returned its
+// ctx's error, the caller may change its arguments; the batch's goroutine,
+// which encodes them, does not read them afterwards. Run under -race, which
+// reports a read after the return.
+func TestAutoLetsGoOfAnAbandonedCallsArguments(t *testing.T) {
+	auto := mustAuto(t, start(t, &svc{}).auto, client.WithMaxWait(0))
+	abandoned := 0
+	for i := range 300 {
+		args := &testsvc.TestEchoArgs{Text: "before"}
+		ctx, cancel := context.WithCancel(context.Background())
+		// Cancel at times spread over the call's life, from before it is
+		// queued to after its reply.
+		go func() {
+			for start := time.Now(); time.Since(start) < time.Duration(i%100)*20*time.Microsecond; {
+				runtime.Gosched()
+			}
+			cancel()
+		}()
+		_, err := auto.Call(ctx, "echo", args, testsvc.NewTestEchoResult())
+		args.Text = "after"
+		if errors.Is(err, context.Canceled) {
+			abandoned++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	if abandoned == 0 || abandoned == 300 {
+		t.Fatalf("%d of 300 calls abandoned: the test proves nothing", abandoned)
+	}
+	t.Logf("%d of 300 calls abandoned", abandoned)
 }

@@ -12,12 +12,12 @@ import (
 	"github.com/thriftbatch/thriftbatch/internal/wire"
 )
 
-// TestFinishKeepsTheServersAnswerPastTheDeadline: when a caller's ctx has
+// TestOutcomeKeepsTheServersAnswerPastTheDeadline: when a caller's ctx has
 // ended by the time its answer arrives, the answer stands if it is the
 // call's own (a CallError other than the deadline's or a cancellation's, or
 // the server's refusal of the batch), and becomes ctx's error if the
 // deadline may have caused it.
-func TestFinishKeepsTheServersAnswerPastTheDeadline(t *testing.T) {
+func TestOutcomeKeepsTheServersAnswerPastTheDeadline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	callError := func(code int32) *batch.Response {
@@ -43,9 +43,10 @@ func TestFinishKeepsTheServersAnswerPastTheDeadline(t *testing.T) {
 		{"transport", nil, thrift.NewTTransportExceptionFromError(io.ErrUnexpectedEOF), isCtxErr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &pending{ctx: ctx, req: batch.Request{Method: "echo"}, answered: true, resp: tc.resp, err: tc.batchErr}
-			if err := p.finish(wire.Compact); !tc.want(err) {
-				t.Errorf("finish = %v", err)
+			p := &pending{ctx: ctx, req: batch.Request{Method: "echo"}, done: make(chan struct{})}
+			p.settle(&coder{kind: wire.Compact}, tc.resp, tc.batchErr)
+			if err := p.outcome(); !tc.want(err) {
+				t.Errorf("outcome = %v", err)
 			}
 		})
 	}
