@@ -56,6 +56,13 @@ var ErrClosed = errors.New("thriftbatch: automatic batching client closed")
 // with its batch's reply: a quick call batched with a slow one returns when
 // the slow one does, or at its own deadline.
 //
+// The batch's goroutine encodes the arguments of its calls when it sends
+// them and decodes their replies, so the structs' Write and Read run there:
+// arguments that do not encode fail their call when its batch leaves, not
+// when Call is made; a caller whose ctx ends while its arguments are being
+// encoded returns once they are; and a Write or Read that blocks holds up
+// its batch and the batch's connection.
+//
 // A batch the server refuses as too many calls or bytes (no call of it ran)
 // is sent again as two halves, and a refusal for too many calls also lowers
 // MaxBatch to half the refused batch's size for the batches after it (so it
@@ -231,17 +238,19 @@ func (p *pending) outcome() error {
 	return p.err
 }
 
-// encode appends the call's arguments, encoded with d, to buf, unless its
-// caller has gone, and reports whether the call is still to be sent. An
-// encoding error or panic ends the call.
-func (p *pending) encode(d *coder, buf []byte) (_ []byte, ok bool) {
+// encode appends the call's arguments, encoded with d under the caller's
+// ctx, to buf, unless its caller has gone, and reports whether the call is
+// still to be sent. An encoding error or panic ends the call and leaves buf
+// as it was.
+func (p *pending) encode(d *coder, buf []byte) (out []byte, ok bool) {
 	p.argsMu.Lock()
 	defer p.argsMu.Unlock()
 	if p.state.Load() == abandoned {
 		return buf, false
 	}
+	out = buf // what a panic returns
 	defer p.recoverPanic(&ok)
-	out, err := d.encode(buf, p.args)
+	out, err := d.encode(p.ctx, buf, p.args)
 	if err != nil {
 		p.deliver(thrift.NewTProtocolException(err))
 		return buf, false
@@ -262,8 +271,10 @@ func (p *pending) settle(d *coder, r *batch.Response, batchErr error) {
 }
 
 // recoverPanic, deferred by code that runs the call's structs' code on the
-// batch's goroutine, hands a panic there to the caller, ending the call,
-// and clears *ok when ok is not nil. The batch goes on.
+// batch's goroutine, hands a panic there to the caller, ending the call
+// (the panic is dropped with the call when its caller has gone), and clears
+// *ok when ok is not nil. The batch goes on: the coder that ran the struct
+// has dropped its wire.Call (coder.take).
 func (p *pending) recoverPanic(ok *bool) {
 	v := recover()
 	if v == nil {

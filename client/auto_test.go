@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -402,15 +403,37 @@ func TestAutoFailsOnlyTheCallWhoseStructsFail(t *testing.T) {
 	}
 }
 
+// watchedArgs is echo's arguments, whose Write takes about 50 µs and
+// records whether it was still running after its caller had returned.
+type watchedArgs struct {
+	testsvc.TestEchoArgs
+	returned, late atomic.Bool
+}
+
+func (a *watchedArgs) Write(ctx context.Context, p thrift.TProtocol) error {
+	err := a.TestEchoArgs.Write(ctx, p)
+	for start := time.Now(); time.Since(start) < 50*time.Microsecond; {
+	}
+	if a.returned.Load() {
+		a.late.Store(true)
+	}
+	return err
+}
+
 // TestAutoLetsGoOfAnAbandonedCallsArguments: once Call has returned its
 // ctx's error, the caller may change its arguments; the batch's goroutine,
-// which encodes them, does not read them afterwards. Run under -race, which
-// reports a read after the return.
+// which encodes them, is not running their Write then and does not start
+// it afterwards. Each call's ctx is canceled at a different moment of its
+// life; a Write still running when its caller has returned says so, and
+// under -race changing the arguments after the return is reported too.
 func TestAutoLetsGoOfAnAbandonedCallsArguments(t *testing.T) {
 	auto := mustAuto(t, start(t, &svc{}).auto, client.WithMaxWait(0))
+	const calls = 300
 	abandoned := 0
-	for i := range 300 {
-		args := &testsvc.TestEchoArgs{Text: "before"}
+	all := make([]*watchedArgs, calls)
+	for i := range calls {
+		args := &watchedArgs{TestEchoArgs: testsvc.TestEchoArgs{Text: "before"}}
+		all[i] = args
 		ctx, cancel := context.WithCancel(context.Background())
 		// Cancel at times spread over the call's life, from before it is
 		// queued to after its reply.
@@ -421,6 +444,7 @@ func TestAutoLetsGoOfAnAbandonedCallsArguments(t *testing.T) {
 			cancel()
 		}()
 		_, err := auto.Call(ctx, "echo", args, testsvc.NewTestEchoResult())
+		args.returned.Store(true)
 		args.Text = "after"
 		if errors.Is(err, context.Canceled) {
 			abandoned++
@@ -429,8 +453,61 @@ func TestAutoLetsGoOfAnAbandonedCallsArguments(t *testing.T) {
 		}
 		cancel()
 	}
-	if abandoned == 0 || abandoned == 300 {
-		t.Fatalf("%d of 300 calls abandoned: the test proves nothing", abandoned)
+	if err := auto.Close(); err != nil { // every batch has ended
+		t.Fatal(err)
 	}
-	t.Logf("%d of 300 calls abandoned", abandoned)
+	if abandoned == 0 || abandoned == calls {
+		t.Fatalf("%d of %d calls abandoned: the test proves nothing", abandoned, calls)
+	}
+	late := 0
+	for _, a := range all {
+		if a.late.Load() {
+			late++
+		}
+	}
+	if late > 0 {
+		t.Errorf("%d arguments were still being written after their Call returned", late)
+	}
+	t.Logf("%d of %d calls abandoned", abandoned, calls)
+}
+
+// TestAutoKeepsItsResultsAfterTheNextBatch: as an explicit batch does, the
+// Auto reads a batch's reply into the memory of its connection's previous
+// reply, so nothing a caller got may point into that memory. Two rounds of
+// 20 echoes of the same size on one connection, each round in one batch,
+// then the first round's results checked again.
+func TestAutoKeepsItsResultsAfterTheNextBatch(t *testing.T) {
+	h := &svc{}
+	auto := mustAuto(t, start(t, h).auto, client.WithMaxInFlight(1), client.WithMaxBatch(20), client.WithMaxWait(50*time.Millisecond))
+	round := func(prefix string) []*testsvc.TestEchoResult {
+		results := make([]*testsvc.TestEchoResult, 20)
+		var wg sync.WaitGroup
+		for i := range results {
+			results[i] = testsvc.NewTestEchoResult()
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), testBound)
+				defer cancel()
+				if _, err := auto.Call(ctx, "echo", &testsvc.TestEchoArgs{Text: fmt.Sprintf("%s %02d", prefix, i)}, results[i]); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		return results
+	}
+	check := func(prefix string, results []*testsvc.TestEchoResult) {
+		t.Helper()
+		for i, r := range results {
+			if want := fmt.Sprintf("%s %02d", prefix, i); r.GetSuccess() != want {
+				t.Errorf("echo %d = %q, want %q", i, r.GetSuccess(), want)
+			}
+		}
+	}
+	first := round("AAA")
+	check("AAA", first)
+	check("BBB", round("BBB"))
+	check("AAA", first)
+	if n := h.batches.Load(); n != 2 {
+		t.Errorf("%d batches, want one per round: the test proves less than it says", n)
+	}
 }

@@ -254,7 +254,7 @@ func Add[R thrift.TStruct](b *Batch, method string, args thrift.TStruct, result 
 	call := &Call[R]{Result: result, req: batch.Request{Method: method}}
 	req := &call.req
 	start := len(b.args)
-	out, err := b.enc.encode(b.args, args)
+	out, err := b.enc.encode(context.Background(), b.args, args)
 	if err != nil {
 		call.err = fmt.Errorf("thriftbatch: encode %s arguments: %w", method, err)
 	} else {

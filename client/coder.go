@@ -26,26 +26,40 @@ func (d *coder) call() *wire.Call {
 	return d.c
 }
 
-// drop forgets the Call when it may not be used again: after an error, its
-// protocol may be mid-struct; a JSON protocol may hold input it has not
-// parsed.
-func (d *coder) drop(err error) {
-	if err != nil || !d.c.Reusable() {
-		d.c = nil
+// take returns the Call for one struct, which the coder forgets until keep
+// gives it back: a struct's Write or Read that panics leaves it unkept, and
+// with it a protocol that may be mid-struct and, after Encode, an output
+// buffer that is the caller's dst. A caller that recovers such a panic and
+// goes on with the coder gets a new Call, and the broken one never returns
+// to wire's pool.
+func (d *coder) take() *wire.Call {
+	c := d.call()
+	d.c = nil
+	return c
+}
+
+// keep gives c back after a struct that returned, unless it may not be used
+// again: after an error its protocol may be mid-struct; a JSON protocol may
+// hold input it has not parsed.
+func (d *coder) keep(c *wire.Call, err error) {
+	if err == nil && c.Reusable() {
+		d.c = c
 	}
 }
 
 // encode appends s, encoded as a bare struct, to dst.
-func (d *coder) encode(dst []byte, s thrift.TStruct) ([]byte, error) {
-	out, err := d.call().Encode(context.Background(), dst, s)
-	d.drop(err)
+func (d *coder) encode(ctx context.Context, dst []byte, s thrift.TStruct) ([]byte, error) {
+	c := d.take()
+	out, err := c.Encode(ctx, dst, s)
+	d.keep(c, err)
 	return out, err
 }
 
 // decode reads the bare struct in b into s.
 func (d *coder) decode(b []byte, s thrift.TStruct) error {
-	err := d.call().Decode(context.Background(), b, s)
-	d.drop(err)
+	c := d.take()
+	err := c.Decode(context.Background(), b, s)
+	d.keep(c, err)
 	return err
 }
 

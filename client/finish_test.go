@@ -10,6 +10,7 @@ import (
 
 	"github.com/thriftbatch/thriftbatch/idl/batch"
 	"github.com/thriftbatch/thriftbatch/internal/wire"
+	"github.com/thriftbatch/thriftbatch/tests/testsvc"
 )
 
 // TestOutcomeKeepsTheServersAnswerPastTheDeadline: when a caller's ctx has
@@ -45,9 +46,49 @@ func TestOutcomeKeepsTheServersAnswerPastTheDeadline(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &pending{ctx: ctx, req: batch.Request{Method: "echo"}, done: make(chan struct{})}
 			p.settle(&coder{kind: wire.Compact}, tc.resp, tc.batchErr)
+			select {
+			case <-p.done:
+			default:
+				t.Fatal("settle did not end the call")
+			}
 			if err := p.outcome(); !tc.want(err) {
 				t.Errorf("outcome = %v", err)
 			}
 		})
 	}
+}
+
+// TestSettleEndsACallOnce: settle leaves a call whose caller has gone
+// alone, and a panic of the result's Read ends the call with the panic,
+// which outcome raises again on the caller's goroutine.
+func TestSettleEndsACallOnce(t *testing.T) {
+	d := &coder{kind: wire.Compact}
+	defer d.release()
+	reply, err := wire.Encode(context.Background(), wire.Compact, nil, &testsvc.TestEchoResult{Success: thrift.StringPtr("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := &pending{ctx: context.Background(), result: testsvc.NewTestEchoResult(), done: make(chan struct{})}
+	gone.state.Store(abandoned)
+	gone.settle(d, &batch.Response{Reply: reply}, nil)
+	select {
+	case <-gone.done:
+		t.Error("settle ended a call whose caller had gone")
+	default:
+	}
+	if r := gone.result.(*testsvc.TestEchoResult); r.Success != nil {
+		t.Errorf("settle decoded into the result of a caller that had gone: %q", *r.Success)
+	}
+
+	p := &pending{ctx: context.Background(), req: batch.Request{Method: "echo"}, result: &halfRead{}, done: make(chan struct{})}
+	p.settle(d, &batch.Response{Reply: reply}, nil)
+	<-p.done
+	defer func() {
+		v := recover()
+		if hp, ok := v.(*helperPanic); !ok || hp.value != "read panics mid-struct" {
+			t.Errorf("outcome panicked with %v, want the Read's panic", v)
+		}
+	}()
+	err = p.outcome()
+	t.Errorf("outcome returned %v, want the Read's panic raised again", err)
 }

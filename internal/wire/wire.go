@@ -392,7 +392,8 @@ func Decode(ctx context.Context, k Kind, b []byte, s thrift.TStruct) error {
 // Encode appends s, encoded with c's kind as a bare struct, to dst. It is
 // the package's Encode without the pool: a caller that encodes many structs
 // in a row keeps one Call for them. c's own output buffer, kept for its
-// next Run, is left as it was. After an error, c must not be used again.
+// next Run, is left as it was. After an error, or a panic of s's Write
+// (which leaves c writing into dst), c must not be used again.
 func (c *Call) Encode(ctx context.Context, dst []byte, s thrift.TStruct) ([]byte, error) {
 	c.buf.Reset(nil)
 	own := c.buf.Out
