@@ -334,51 +334,48 @@ func fanout(ctx context.Context, e *env) ([]figure, error) {
 		wg.Wait()
 		return nil
 	}
-	ways := []way{explicitBatch(c, ids), quick, fanningBulk,
-		waits("pool.Run alone", len(ids), d, latency.Wait, onPool),
-		waits("a goroutine per wait", len(ids), d, latency.Wait, onGoroutines),
-		onTimers,
-		waits("a goroutine per wait on a Go timer", len(ids), d, latency.TimerWait, onGoroutines),
+	efficiency := func(key, per, why string) func(timed) figure {
+		return func(t timed) figure {
+			return figure{key: key, value: d.Seconds() / t.median.Seconds(), unit: "×",
+				detail: fmt.Sprintf("%s%s ÷ %s%s", duration(d), per, describe(t), why)}
+		}
 	}
-	for i := range ways {
+	ms := func(key, why string) func(timed) figure {
+		return func(t timed) figure {
+			return figure{key: key, value: float64(t.median) / 1e6, unit: "ms", detail: describe(t) + why}
+		}
+	}
+	// Each way with the figure it gives, so that the two cannot come
+	// apart.
+	measured := []struct {
+		way    way
+		figure func(timed) figure
+	}{
+		{explicitBatch(c, ids), efficiency("fanout_efficiency_256x5ms", " of latency per call", imprecise())},
+		{quick, ms("batch_256_no_latency_ms", ": what the batch costs beyond the latency")},
+		{fanningBulk, efficiency("bulk_fanout_efficiency_256x5ms", "", ": the same waits in a bulk method written to overlap them, without batching")},
+		{waits("pool.Run alone", len(ids), d, latency.Wait, onPool),
+			ms("pool_256x5ms_ms", ": the same waits run by the pool, with no Thrift at all")},
+		{waits("a goroutine per wait", len(ids), d, latency.Wait, onGoroutines),
+			ms("goroutines_256x5ms_ms", ": the machine's floor for 256 overlapping waits")},
+		{onTimers, efficiency("fanout_efficiency_256x5ms_go_timers", "", ": each call's latency a Go timer, up to 1 ms late in an idle process")},
+		{waits("a goroutine per wait on a Go timer", len(ids), d, latency.TimerWait, onGoroutines),
+			ms("goroutines_256x5ms_go_timers_ms", ": the floor for 256 overlapping waits on Go timers")},
+	}
+	ways := make([]way, len(measured))
+	for i, m := range measured {
+		ways[i] = m.way
 		ways[i].settle = fanoutSettle
 	}
 	t, err := interleave(ctx, e.plan.fanoutRounds, ways...)
 	if err != nil {
 		return nil, err
 	}
-	efficiency := func(t timed) float64 { return d.Seconds() / t.median.Seconds() }
-	ms := func(t timed) float64 { return float64(t.median) / 1e6 }
-	return []figure{
-		{
-			key: "fanout_efficiency_256x5ms", value: efficiency(t[0]), unit: "×",
-			detail: fmt.Sprintf("%s of latency per call ÷ %s%s", duration(d), describe(t[0]), imprecise()),
-		},
-		{
-			key: "batch_256_no_latency_ms", value: ms(t[1]), unit: "ms",
-			detail: describe(t[1]) + ": what the batch costs beyond the latency",
-		},
-		{
-			key: "bulk_fanout_efficiency_256x5ms", value: efficiency(t[2]), unit: "×",
-			detail: fmt.Sprintf("%s ÷ %s: the same waits in a bulk method written to overlap them, without batching", duration(d), describe(t[2])),
-		},
-		{
-			key: "pool_256x5ms_ms", value: ms(t[3]), unit: "ms",
-			detail: describe(t[3]) + ": the same waits run by the pool, with no Thrift at all",
-		},
-		{
-			key: "goroutines_256x5ms_ms", value: ms(t[4]), unit: "ms",
-			detail: describe(t[4]) + ": the machine's floor for 256 overlapping waits",
-		},
-		{
-			key: "fanout_efficiency_256x5ms_go_timers", value: efficiency(t[5]), unit: "×",
-			detail: fmt.Sprintf("%s ÷ %s: each call's latency a Go timer, up to 1 ms late in an idle process", duration(d), describe(t[5])),
-		},
-		{
-			key: "goroutines_256x5ms_go_timers_ms", value: ms(t[6]), unit: "ms",
-			detail: describe(t[6]) + ": the floor for 256 overlapping waits on Go timers",
-		},
-	}, nil
+	figures := make([]figure, len(measured))
+	for i, m := range measured {
+		figures[i] = m.figure(t[i])
+	}
+	return figures, nil
 }
 
 // imprecise says, where latency.Wait falls back to Go timers (no timerfd),
