@@ -215,7 +215,8 @@ func (c *Codecs) newZstdDecoder() (*zstdDecoder, error) {
 }
 
 // Close releases the pooled decoders and encoders' buffers. Encode and Decode
-// return ErrClosed afterwards.
+// called afterwards return ErrClosed; those running already finish, a zstd
+// Encode with an encoder made anew when Close took the idle ones.
 func (c *Codecs) Close() {
 	c.closed.Store(true)
 	for {
@@ -229,6 +230,9 @@ func (c *Codecs) Close() {
 		select {
 		case e := <-c.zstdW:
 			e.Close()
+			// An Encode that got past the closed check waits for an
+			// encoder only while zstdMade is at its bound.
+			c.zstdMade.Add(-1)
 		default:
 			return
 		}

@@ -501,7 +501,11 @@ func TestCodecsAreSafeForConcurrentUse(t *testing.T) {
 // a window larger than the limit, whatever its content (documented on
 // Decode). A streaming encoder (the zstd CLI, klauspost's zstd.Writer after a
 // Flush, most other languages' stream APIs) declares a window of a few MiB
-// and no content size, so its frames need a limit at least that large.
+// and no content size, so its frames need a limit at least that large. The
+// frames that must decode come from klauspost's streaming encoder; those
+// that must be refused are bombs.ZstdWindow's header with the same text,
+// since the refusal reads the header only (an encoder with a 64 MiB window
+// would allocate over 100 MiB to write 17 bytes).
 func TestZstdWindowAgainstTheLimit(t *testing.T) {
 	const text = "hello hello hello"
 	streamed := func(window int) []byte {
@@ -515,25 +519,26 @@ func TestZstdWindowAgainstTheLimit(t *testing.T) {
 		w.Close()
 		return buf.Bytes()
 	}
+	declared := func(log2 int) []byte { return bombs.ZstdWindow(log2, []byte(text)) }
 	for _, tc := range []struct {
 		name    string
-		window  int
+		frame   []byte
 		limit   int
 		tooMuch bool
 	}{
-		{"a 17-byte frame with an 8 MiB window decodes under an 8 MiB limit", 8 * mib, 8 * mib, false},
-		{"a 17-byte frame with an 8 MiB window decodes under the default limit", 8 * mib, compress.DefaultMaxDecodedSize, false},
-		{"a 17-byte frame with a 2 MiB window is too large under a 1 MiB limit", 2 * mib, mib, true},
-		{"a 17-byte frame with an 8 MiB window is too large under a 1 MiB limit", 8 * mib, mib, true},
-		{"a 17-byte frame with a 16 MiB window is too large under the default limit", 16 * mib, compress.DefaultMaxDecodedSize, true},
-		{"a 17-byte frame with a 64 MiB window is too large under the default limit", 64 * mib, compress.DefaultMaxDecodedSize, true},
+		{"a streamed frame with an 8 MiB window decodes under an 8 MiB limit", streamed(8 * mib), 8 * mib, false},
+		{"a streamed frame with an 8 MiB window decodes under the default limit", streamed(8 * mib), compress.DefaultMaxDecodedSize, false},
+		{"a frame declaring a 2 MiB window is too large under a 1 MiB limit", declared(21), mib, true},
+		{"a frame declaring an 8 MiB window is too large under a 1 MiB limit", declared(23), mib, true},
+		{"a frame declaring a 16 MiB window is too large under the default limit", declared(24), compress.DefaultMaxDecodedSize, true},
+		{"a frame declaring a 64 MiB window is too large under the default limit", declared(26), compress.DefaultMaxDecodedSize, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCodecs(t, compress.WithMaxDecodedSize(tc.limit))
-			dec, err := c.Decode(batch.Codec_ZSTD, nil, streamed(tc.window))
+			dec, err := c.Decode(batch.Codec_ZSTD, nil, tc.frame)
 			if tc.tooMuch {
-				if !errors.Is(err, compress.ErrTooLarge) || !strings.Contains(err.Error(), "window") {
-					t.Fatalf("Decode = %q, %v; want ErrTooLarge naming the window", dec, err)
+				if !errors.Is(err, compress.ErrTooLarge) || !errors.Is(err, compress.ErrWindowTooLarge) {
+					t.Fatalf("Decode = %q, %v; want ErrTooLarge for the window", dec, err)
 				}
 				return
 			}

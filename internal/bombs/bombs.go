@@ -44,7 +44,7 @@ func Zstd(n int, declare, single bool) []byte {
 
 // ZstdWindow returns a zstd frame that declares a window of 2^log2 bytes (10
 // to 41) and no content size, as a streaming encoder writes it, holding
-// body in one raw block: a frame of 10 bytes plus the body, whatever the
+// body in one raw block: a frame of 9 bytes plus the body, whatever the
 // window it declares.
 func ZstdWindow(log2 int, body []byte) []byte {
 	out := binary.LittleEndian.AppendUint32(nil, 0xFD2FB528)
