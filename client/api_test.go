@@ -235,4 +235,20 @@ func TestResponsesInACodecNotAcceptedFailTheBatch(t *testing.T) {
 			t.Errorf("accepting %v, a ZSTD response = %v; want an error naming ZSTD", accept, err)
 		}
 	}
+
+	// The reply was read whole: an Auto keeps the connection rather than
+	// dial again for every batch.
+	var dials atomic.Int64
+	auto := mustAuto(t, func(context.Context) (*client.Client, error) {
+		dials.Add(1)
+		return client.New(proto, client.WithTClient(server), client.WithAcceptCodecs(batch.Codec_GZIP))
+	}, client.WithMaxInFlight(1))
+	for range 3 {
+		if _, err := testsvc.NewTestClient(auto).Echo(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "ZSTD") {
+			t.Errorf("through an Auto, a ZSTD response = %v; want an error naming ZSTD", err)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the Auto dialed %d times for 3 batches answered in a codec it refused, want once", n)
+	}
 }

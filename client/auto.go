@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,11 +182,11 @@ type pending struct {
 	req    batch.Request // the call on the wire, allocated with the pending
 	result thrift.TStruct
 	state  atomic.Uint32 // waiting, delivering or abandoned
-	// Set before done is closed: the call's outcome, or a panic of its
-	// structs' code on the batch's goroutine, for Call to raise again.
-	err      error
-	panicked *helperPanic
-	done     chan struct{}
+	// Set before done is closed: the call's outcome; a *helperPanic when
+	// its structs' code panicked on the batch's goroutine, for Call to
+	// raise again.
+	err  error
+	done chan struct{}
 }
 
 const (
@@ -227,8 +228,8 @@ func (a *Auto) Call(ctx context.Context, method string, args, result thrift.TStr
 // outcome returns the call's error once done is closed, or raises again
 // the panic its structs' code raised on the batch's goroutine.
 func (p *pending) outcome() error {
-	if p.panicked != nil {
-		panic(p.panicked)
+	if hp, ok := p.err.(*helperPanic); ok {
+		panic(hp)
 	}
 	if p.err != nil && p.ctx.Err() != nil && byDeadline(p.err) {
 		// The caller's own deadline passed too: say so as an unbatched
@@ -248,8 +249,12 @@ func (p *pending) encode(d *coder, buf []byte) (out []byte, ok bool) {
 	if p.state.Load() == abandoned {
 		return buf, false
 	}
-	out = buf // what a panic returns
-	defer p.recoverPanic(&ok)
+	out = buf // what a panic returns, with ok false
+	defer func() {
+		if v := recover(); v != nil {
+			p.deliver(caught(v))
+		}
+	}()
 	out, err := d.encode(p.ctx, buf, p.args)
 	if err != nil {
 		p.deliver(thrift.NewTProtocolException(err))
@@ -266,31 +271,18 @@ func (p *pending) settle(d *coder, r *batch.Response, batchErr error) {
 		return // its caller has gone
 	}
 	defer close(p.done)
-	defer p.recoverPanic(nil)
+	defer func() {
+		if v := recover(); v != nil {
+			p.err = caught(v)
+		}
+	}()
 	p.err = settle(d, p.req.Method, r, batchErr, p.result)
 }
 
-// recoverPanic, deferred by code that runs the call's structs' code on the
-// batch's goroutine, hands a panic there to the caller, ending the call
-// (the panic is dropped with the call when its caller has gone), and clears
-// *ok when ok is not nil. The batch goes on: the coder that ran the struct
-// has dropped its wire.Call (coder.take).
-func (p *pending) recoverPanic(ok *bool) {
-	v := recover()
-	if v == nil {
-		return
-	}
-	hp := &helperPanic{value: v, stack: debug.Stack()}
-	if ok != nil {
-		*ok = false
-		if p.state.CompareAndSwap(waiting, delivering) {
-			p.panicked = hp
-			close(p.done)
-		}
-		return
-	}
-	p.panicked = hp // settle holds delivering and closes done
-}
+// caught is what a panic of a call's structs' code on the batch's goroutine
+// becomes, for the call's caller to raise again; the batch goes on, since
+// the coder that ran the struct has dropped its wire.Call (coder.take).
+func caught(v any) *helperPanic { return &helperPanic{value: v, stack: debug.Stack()} }
 
 // byDeadline reports whether err may be the work of a deadline: a call the
 // server stopped at the batch's deadline or canceled, a failure of the
@@ -390,7 +382,7 @@ func (a *Auto) collect() {
 			continue
 		}
 		// Calls that came while waiting for a connection ride along;
-		// execute leaves out those whose callers have gone.
+		// send leaves out those whose callers have gone.
 		calls = a.takeQueued(calls)
 		a.wg.Add(1)
 		go a.send(c, calls)
@@ -405,24 +397,6 @@ func (a *Auto) stopped() bool {
 	default:
 		return false
 	}
-}
-
-// live returns calls without those whose callers have gone: calls itself
-// when there is none, a new slice otherwise.
-func live(calls []*pending) []*pending {
-	for i, p := range calls {
-		if p.state.Load() != abandoned {
-			continue
-		}
-		out := append(make([]*pending, 0, len(calls)-1), calls[:i]...)
-		for _, p := range calls[i+1:] {
-			if p.state.Load() != abandoned {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	return calls
 }
 
 // gather adds the calls that come within MaxWait of the first, up to
@@ -605,13 +579,22 @@ func (a *Auto) send(c *Client, calls []*pending) {
 }
 
 // execute sends calls on c as one batch, leaving out those whose callers have
-// gone, and hands each call its response.
+// gone, and hands each call its response; once Close has begun it ends them
+// with ErrClosed instead.
 // When the server refuses the batch as too many calls or bytes, which it
 // does before running any, it sends the calls again as two halves, one
 // after the other, and after too many calls lowers MaxBatch to the half.
-// It returns the error that broke c, if one did.
+// It returns the error that may have left c out of step with the server, if
+// one did.
 func (a *Auto) execute(c *Client, calls []*pending) error {
-	if calls = live(calls); len(calls) == 0 {
+	calls = slices.DeleteFunc(calls, func(p *pending) bool { return p.state.Load() == abandoned })
+	if len(calls) == 0 {
+		return nil
+	}
+	if a.stopped() {
+		for _, p := range calls {
+			p.deliver(ErrClosed)
+		}
 		return nil
 	}
 	requests := make([]*batch.Request, len(calls))
@@ -640,18 +623,9 @@ func (a *Auto) execute(c *Client, calls []*pending) error {
 		}
 		return a.execute(c, calls[half:])
 	}
-	spreadEach(len(calls), func() (func(i int), func()) {
-		d := &coder{kind: a.kind}
-		return func(i int) {
-			var r *batch.Response
-			if err == nil {
-				r = responses[i]
-			}
-			calls[i].settle(d, r, err)
-		}, d.release
-	})
+	settleEach(a.kind, calls, responses, err)
 	c.doneWithReplies()
-	if err != nil && !isBatchError {
+	if err != nil && !isBatchError && !errors.As(err, new(inStep)) {
 		return err
 	}
 	return nil

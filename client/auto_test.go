@@ -511,3 +511,41 @@ func TestAutoKeepsItsResultsAfterTheNextBatch(t *testing.T) {
 		t.Errorf("%d batches, want one per round: the test proves less than it says", n)
 	}
 }
+
+// heldArgs is echo's arguments whose Write says it has begun and then takes
+// hold before it writes.
+type heldArgs struct {
+	testsvc.TestEchoArgs
+	begun    chan struct{}
+	finished atomic.Bool
+}
+
+func (a *heldArgs) Write(ctx context.Context, p thrift.TProtocol) error {
+	close(a.begun)
+	time.Sleep(20 * time.Millisecond)
+	err := a.TestEchoArgs.Write(ctx, p)
+	a.finished.Store(true)
+	return err
+}
+
+// TestAutoCallWhoseCtxEndsDuringItsWriteReturnsAfterIt: a caller whose ctx
+// ends while the batch's goroutine runs its arguments' Write returns ctx's
+// error once the Write has finished, not before: the arguments are the
+// caller's again when Call returns.
+func TestAutoCallWhoseCtxEndsDuringItsWriteReturnsAfterIt(t *testing.T) {
+	auto := mustAuto(t, start(t, &svc{}).auto, client.WithMaxWait(0))
+	args := &heldArgs{TestEchoArgs: testsvc.TestEchoArgs{Text: "held"}, begun: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-args.begun
+		cancel()
+	}()
+	_, err := auto.Call(ctx, "echo", args, testsvc.NewTestEchoResult())
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Call = %v, want the ctx's error", err)
+	}
+	if !args.finished.Load() {
+		t.Error("Call returned while its arguments' Write was still running")
+	}
+}

@@ -287,21 +287,35 @@ func (b *Batch) Execute(ctx context.Context) error {
 	// reachable while the Client is idle.
 	defer b.c.doneWithReplies()
 	responses, err := b.c.execute(ctx, b.requests, b.sequential, true)
-	spreadEach(len(b.calls), func() (func(i int), func()) {
-		d := &coder{kind: b.c.kind}
+	settleEach(b.c.kind, b.calls, responses, err)
+	return err
+}
+
+// settleEach settles every call with its response, or with err, the
+// batch's, when it is not nil, decoding the replies on every processor when
+// the batch is large (spreadEach).
+func settleEach[S settler](kind wire.Kind, calls []S, responses []*batch.Response, err error) {
+	spreadEach(len(calls), func() (func(i int), func()) {
+		d := &coder{kind: kind}
 		return func(i int) {
 			var r *batch.Response
 			if err == nil {
 				r = responses[i]
 			}
-			b.calls[i].settle(d, r, err)
+			calls[i].settle(d, r, err)
 		}, d.release
 	})
-	return err
 }
 
+// inStep is an error of execute after which the connection is still in
+// step with the server: nothing was sent, or the reply was read whole.
+type inStep struct{ error }
+
+func (e inStep) Unwrap() error { return e.error }
+
 // execute sends requests and returns exactly one response per request.
-// reuse reads the reply into the Client's memory, which the caller hands
+// Its errors other than the call's own (a transport or protocol error, an
+// exception, the server's *batch.BatchError) are inStep. reuse reads the reply into the Client's memory, which the caller hands
 // back with doneWithReplies once it is through with the responses, before
 // it calls execute again.
 func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequential, reuse bool) ([]*batch.Response, error) {
@@ -314,7 +328,7 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 		req.TimeoutMillis = thrift.Int32Ptr(int32(min(ms, int64(1<<31-1))))
 	}
 	if err := c.compressRequests(ctx, req); err != nil {
-		return nil, err
+		return nil, inStep{err}
 	}
 	var resp *batch.BatchResponse
 	var err error
@@ -330,20 +344,20 @@ func (c *Client) execute(ctx context.Context, requests []*batch.Request, sequent
 	if resp.IsSetCompressedResponses() {
 		codec := resp.GetCodec()
 		if !slices.Contains(c.accept, codec) {
-			return nil, fmt.Errorf("thriftbatch: responses compressed with %s, which the client did not accept", compress.Name(codec))
+			return nil, inStep{fmt.Errorf("thriftbatch: responses compressed with %s, which the client did not accept", compress.Name(codec))}
 		}
 		raw, err := c.codecs.Decode(codec, nil, resp.CompressedResponses)
 		if err != nil {
-			return nil, fmt.Errorf("thriftbatch: compressed responses (%s): %w", compress.Name(codec), err)
+			return nil, inStep{fmt.Errorf("thriftbatch: compressed responses (%s): %w", compress.Name(codec), err)}
 		}
 		var inner batch.BatchResponse
 		if err := c.decodeResponses(ctx, raw, &inner); err != nil {
-			return nil, fmt.Errorf("thriftbatch: compressed responses (%s) do not decode: %w", compress.Name(codec), err)
+			return nil, inStep{fmt.Errorf("thriftbatch: compressed responses (%s) do not decode: %w", compress.Name(codec), err)}
 		}
 		responses = inner.Responses
 	}
 	if len(responses) != len(requests) {
-		return nil, fmt.Errorf("thriftbatch: %d responses for %d calls", len(responses), len(requests))
+		return nil, inStep{fmt.Errorf("thriftbatch: %d responses for %d calls", len(responses), len(requests))}
 	}
 	return responses, nil
 }

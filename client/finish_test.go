@@ -92,3 +92,20 @@ func TestSettleEndsACallOnce(t *testing.T) {
 	err = p.outcome()
 	t.Errorf("outcome returned %v, want the Read's panic raised again", err)
 }
+
+// TestNoBatchLeavesOnceCloseHasBegun: a batch whose sender runs after Close
+// has begun (a send started just before it, or the halves of a refused
+// batch) ends its calls with ErrClosed without touching the connection.
+func TestNoBatchLeavesOnceCloseHasBegun(t *testing.T) {
+	closing, stop := context.WithCancel(context.Background())
+	stop()
+	a := &Auto{stop: closing.Done()}
+	p := &pending{ctx: context.Background(), req: batch.Request{Method: "echo"}, done: make(chan struct{})}
+	if err := a.execute(nil, []*pending{p}); err != nil { // no connection: it must not be used
+		t.Fatal(err)
+	}
+	<-p.done
+	if !errors.Is(p.err, ErrClosed) {
+		t.Errorf("the call = %v, want ErrClosed", p.err)
+	}
+}

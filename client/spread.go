@@ -112,7 +112,9 @@ func helpersFor(rest int, per time.Duration) int {
 	return max(0, min(runtime.GOMAXPROCS(0)-1, int(time.Duration(rest)*per/spreadMinWork)-1, rest/spreadChunk))
 }
 
-// helperPanic is what spreadEach panics with when fn panicked on a helper.
+// helperPanic is what spreadEach panics with when fn panicked on a helper,
+// and what an Auto's Call raises when a struct's code panicked on its
+// batch's goroutine (caught).
 type helperPanic struct {
 	value any
 	stack []byte
