@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"context"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +19,10 @@ import (
 // would make every wait of a batch lock the one channel their shared
 // context has, twice; the line instead watches each context once, with
 // context.AfterFunc, for all the waits under it (a group), and wakes them
-// when it ends.
+// when it ends. Waits that each have a context of their own (as the calls
+// of a generated processor have while thrift.ServerConnectivityCheckInterval
+// is above 0) cost a group each: a map entry and an AfterFunc. A context's
+// end takes its own waits off the heap, by index, whatever else is pending.
 type line struct {
 	fd   int      // the timerfd, for timerfd_settime; owned by file
 	file *os.File // the timerfd, read through the poller; closed by fail only
@@ -37,17 +39,19 @@ type line struct {
 type wait struct {
 	due      time.Time
 	done     chan struct{}
+	index    int         // in the line's heap; -1 once off it
 	group    *group      // nil when the context cannot end
+	member   int         // in group.waits
 	canceled bool        // written before done is closed
 	timer    *time.Timer // the timer fail handed the wait to, if it did
 }
 
 // group is the pending waits under one context: the line watches the
-// context while pending is positive.
+// context while it has any.
 type group struct {
-	done    <-chan struct{} // the context's, the group's key
-	pending int
-	stop    func() bool // context.AfterFunc's
+	done  <-chan struct{} // the context's, the group's key
+	waits []*wait
+	stop  func() bool // context.AfterFunc's
 }
 
 var (
@@ -120,8 +124,8 @@ func (l *line) add(ctx context.Context, ctxDone <-chan struct{}, w *wait) bool {
 			// of its own, and waits for l.mu.
 			g.stop = context.AfterFunc(ctx, func() { l.cancel(g) })
 		}
-		g.pending++
-		w.group = g
+		w.group, w.member = g, len(g.waits)
+		g.waits = append(g.waits, w)
 	}
 	heap.Push(&l.waits, w)
 	if l.waits[0] == w && !l.arm(w.due) {
@@ -177,7 +181,11 @@ func (l *line) wake(w *wait, canceled bool) {
 		w.timer.Stop() // a wait whose context ended keeps no timer armed
 	}
 	if g := w.group; g != nil {
-		if g.pending--; g.pending == 0 {
+		last := g.waits[len(g.waits)-1]
+		g.waits[w.member], last.member = last, w.member
+		g.waits[len(g.waits)-1] = nil
+		g.waits = g.waits[:len(g.waits)-1]
+		if len(g.waits) == 0 {
 			g.stop()
 			delete(l.groups, g.done)
 		}
@@ -193,18 +201,11 @@ func (l *line) cancel(g *group) {
 	if l.groups[g.done] != g {
 		return // every wait of g ended before its context did
 	}
-	// Rare next to waits that end on time: one pass over the heap.
-	kept := l.waits[:0]
-	for _, w := range l.waits {
-		if w.group == g {
-			l.wake(w, true)
-		} else {
-			kept = append(kept, w)
-		}
+	for len(g.waits) > 0 {
+		w := g.waits[len(g.waits)-1]
+		heap.Remove(&l.waits, w.index)
+		l.wake(w, true)
 	}
-	clear(l.waits[len(kept):])
-	l.waits = kept
-	heap.Init(&l.waits)
 	if !l.running || l.broken {
 		return
 	}
@@ -248,25 +249,36 @@ func (l *line) fail() {
 		w.timer = time.AfterFunc(time.Until(w.due), func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
-			if i := slices.Index(l.waits, w); i >= 0 {
-				heap.Remove(&l.waits, i)
+			if w.index >= 0 { // cancel has not taken it off
+				heap.Remove(&l.waits, w.index)
 				l.wake(w, false)
 			}
 		})
 	}
 }
 
-// waitHeap orders the pending waits by due, earliest first (container/heap).
+// waitHeap orders the pending waits by due, earliest first (container/heap),
+// keeping each wait's index.
 type waitHeap []*wait
 
 func (h waitHeap) Len() int           { return len(h) }
 func (h waitHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h waitHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *waitHeap) Push(x any)        { *h = append(*h, x.(*wait)) }
+func (h waitHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+
+func (h *waitHeap) Push(x any) {
+	w := x.(*wait)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+
 func (h *waitHeap) Pop() any {
 	old := *h
 	w := old[len(old)-1]
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
+	w.index = -1
 	return w
 }

@@ -5,6 +5,7 @@ package latency
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -226,5 +227,98 @@ func TestABrokenLineStopsReading(t *testing.T) {
 	}
 	if far.timer.Stop() {
 		t.Error("the wait's timer is still armed after the wait ended")
+	}
+}
+
+// Waits that each have a context of their own, as calls of a generated
+// processor have while thrift.ServerConnectivityCheckInterval is above 0:
+// ending every other context ends exactly those waits, taken off the heap
+// by index while the others stay, each to end at its own time; then the
+// line holds nothing.
+func TestContextsOfTheirOwnEndTheirWaitsOnly(t *testing.T) {
+	const n = 300
+	start := time.Now()
+	type result struct {
+		i    int
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, n)
+	cancels := make([]context.CancelFunc, n)
+	due := func(i int) time.Duration { return 100*time.Millisecond + time.Duration(i%7)*20*time.Millisecond }
+	for i := range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i] = cancel
+		go func() {
+			err := Wait(ctx, due(i))
+			results <- result{i, err, time.Since(start)}
+		}()
+	}
+	l := getLine()
+	if !poll.Until(10*time.Second, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.waits) == n
+	}) {
+		t.Fatal("the waits are not on the line")
+	}
+	for i := 0; i < n; i += 2 {
+		cancels[i]()
+	}
+	for range n {
+		r := <-results
+		switch {
+		case r.i%2 == 0 && !errors.Is(r.err, context.Canceled):
+			t.Errorf("wait %d, whose context ended: %v, want context.Canceled", r.i, r.err)
+		case r.i%2 == 1 && (r.err != nil || r.took < due(r.i)):
+			t.Errorf("wait %d: %v after %v, want nil after %v", r.i, r.err, r.took, due(r.i))
+		}
+	}
+	for _, cancel := range cancels {
+		cancel()
+	}
+	if !poll.Until(10*time.Second, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.groups) == 0 && len(l.waits) == 0
+	}) {
+		t.Error("the line still holds groups or waits")
+	}
+}
+
+// BenchmarkEndingContextsOfTheirOwn times the end of n waits, each under a
+// context of its own, when a parent of all of them ends: each context's end
+// takes its wait off the heap by index.
+//
+//	go test -run XXX -bench EndingContextsOfTheirOwn -benchtime 20x ./internal/latency
+func BenchmarkEndingContextsOfTheirOwn(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("waits=%d", n), func(b *testing.B) {
+			l := getLine()
+			for b.Loop() {
+				b.StopTimer()
+				parent, cancel := context.WithCancel(context.Background())
+				var wg sync.WaitGroup
+				children := make([]context.CancelFunc, n)
+				for i := range n {
+					ctx, cancel := context.WithCancel(parent) // ended by parent
+					children[i] = cancel
+					wg.Go(func() { _ = Wait(ctx, time.Hour) })
+				}
+				poll.Until(time.Minute, func() bool {
+					l.mu.Lock()
+					defer l.mu.Unlock()
+					return len(l.waits) == n
+				})
+				b.StartTimer()
+				cancel()
+				wg.Wait()
+				b.StopTimer()
+				for _, cancel := range children {
+					cancel()
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }
