@@ -84,11 +84,14 @@ func (c cutOff) none() bool { return c.batches == 0 && c.calls == 0 && c.closeEr
 
 // String says what was cut off, and the processor's Close error if any.
 func (c cutOff) String() string {
-	s := fmt.Sprintf("%d batches and %d one-by-one calls cut off at the end of the drain", c.batches, c.calls)
-	if c.closeErr != nil {
-		s += "; processor: " + c.closeErr.Error()
+	var parts []string
+	if c.batches != 0 || c.calls != 0 || c.closeErr == nil {
+		parts = append(parts, fmt.Sprintf("%d batches and %d one-by-one calls cut off at the end of the drain", c.batches, c.calls))
 	}
-	return s
+	if c.closeErr != nil {
+		parts = append(parts, "processor: "+c.closeErr.Error())
+	}
+	return strings.Join(parts, "; ")
 }
 
 // newLogger returns the logger of the server and its processor: JSON lines
@@ -242,8 +245,9 @@ func (s *server) listenThrift(addr string, st stack) error {
 	srv.SetLogContext(context.Background())
 	go s.run(srv.AcceptLoop)
 	s.halt = func(ctx context.Context) (cutOff, error) {
-		// With thrift.ServerStopTimeout at 0, Stop waits for every
-		// connection to end: each ends after its request in flight,
+		// With thrift.ServerStopTimeout at 0 (the library's default,
+		// which this program does not change, and on which the usage's
+		// bound on stopping rests), Stop waits for every connection to end: each ends after its request in flight,
 		// and those left are closed here once ctx ends.
 		stopped := make(chan error, 1)
 		go func() { stopped <- srv.Stop() }()
@@ -420,7 +424,7 @@ func newHTTPHandler(proc thrift.TProcessor, protocol thrift.TProtocolFactory) ht
 		gzipped := strings.Contains(r.Header.Get("Accept-Encoding"), "gzip")
 		// The reply is gzipped here, on its first byte, so that a request
 		// without one can still be answered 400.
-		r = r.Clone(context.WithValue(r.Context(), processErrKey{}, new(error)))
+		r = r.WithContext(context.WithValue(r.Context(), processErrKey{}, new(error)))
 		r.Header.Del("Accept-Encoding")
 		rw := &replyWriter{ResponseWriter: w, gzip: gzipped}
 		serve(rw, r)
@@ -452,6 +456,10 @@ func (p errRecorder) Process(ctx context.Context, in, out thrift.TProtocol) (boo
 	return ok, err
 }
 
+// gzipWriters holds the gzip writers of replies that have been sent: a new
+// writer allocates about 800 KB, a Reset one nothing.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+
 // replyWriter passes a reply on to its ResponseWriter, gzipped if gzip is
 // set, and notes whether one was written.
 type replyWriter struct {
@@ -466,7 +474,8 @@ func (w *replyWriter) Write(p []byte) (int, error) {
 		w.wrote = true
 		if w.gzip {
 			w.Header().Set("Content-Encoding", "gzip")
-			w.gz = gzip.NewWriter(w.ResponseWriter)
+			w.gz = gzipWriters.Get().(*gzip.Writer)
+			w.gz.Reset(w.ResponseWriter)
 		}
 	}
 	if w.gz != nil {
@@ -475,10 +484,14 @@ func (w *replyWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// close ends the gzip stream, if one began.
+// close ends the gzip stream, if one began, and hands its writer back.
 func (w *replyWriter) close() error {
 	if w.gz == nil {
 		return nil
 	}
-	return w.gz.Close()
+	err := w.gz.Close()
+	w.gz.Reset(nil) // keeps nothing of the connection
+	gzipWriters.Put(w.gz)
+	w.gz = nil
+	return err
 }

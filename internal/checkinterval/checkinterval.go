@@ -10,9 +10,10 @@
 package checkinterval
 
 import (
+	"bytes"
 	"errors"
 	"regexp"
-	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/apache/thrift/lib/go/thrift"
@@ -48,14 +49,12 @@ func Set(d time.Duration) error {
 // limit.
 func await(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	buf := make([]byte, 1<<20)
+	var stacks bytes.Buffer
 	for {
-		n := runtime.Stack(buf, true)
-		if n == len(buf) && len(buf) < 1<<28 {
-			buf = make([]byte, 2*len(buf))
-			continue
-		}
-		if !watcher.Match(buf[:n]) {
+		stacks.Reset()
+		// As runtime.Stack(buf, true) writes them, every goroutine's whole.
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 2) // a bytes.Buffer does not fail
+		if !watcher.Match(stacks.Bytes()) {
 			return nil
 		}
 		if time.Now().After(deadline) {
