@@ -328,7 +328,7 @@ class Batch:
         self._BatchRequest = _nested_class(owner.executeBatch_args, 1)
         self._Request = _nested_class(self._BatchRequest, 1)
         self._BatchResponse = _nested_class(owner.executeBatch_result, 0)
-        self._new_protocol = _protocol_maker(client._oprot, protocol_factory)
+        self._writer, self._reader = _protocol_makers(client._oprot, protocol_factory)
 
     def add(self, method, *args, **kwargs):
         """Queue method(*args, **kwargs); return its Call.
@@ -369,7 +369,7 @@ class Batch:
         calls, self._calls = self._calls, []
         try:
             responses = self._exchange(calls)
-        except Exception as e:
+        except BaseException as e:  # KeyboardInterrupt too: no call is left pending
             for call in calls:
                 call._reply, call._error, call._tb, call.done = None, e, e.__traceback__, True
             raise
@@ -457,13 +457,12 @@ class Batch:
         return None, None  # void
 
     def _encode(self, struct):
-        proto, buf, trans = self._new_protocol(None)
+        proto, buf = self._writer()
         struct.write(proto)
-        trans.flush()
         return buf.getvalue()
 
     def _decode(self, struct, data):
-        struct.read(self._new_protocol(_as_bytes(data))[0])
+        struct.read(self._reader(_as_bytes(data)))
 
 
 def _as_bytes(data):
@@ -525,10 +524,10 @@ def _nested_class(cls, fid):
     return (t[1] if isinstance(t, tuple) else t)[0]
 
 
-def _protocol_maker(proto, factory):
-    """Return new(data) -> (protocol, buffer, transport): the connection's
-    protocol over a memory buffer holding data (None: an empty one to write
-    to; flush transport, then read buffer)."""
+def _protocol_makers(proto, factory):
+    """Return writer() -> (protocol, buffer), the connection's protocol over
+    an empty memory buffer whose getvalue() is what it wrote, and
+    reader(data) -> protocol, the same over a buffer holding data."""
     thriftpy = hasattr(proto, "write_struct")
     if thriftpy:
         # Replies are read from the pure-Python buffer: ThriftPy's cython
@@ -540,6 +539,7 @@ def _protocol_maker(proto, factory):
         kwargs = {"decode_response": proto.decode_response} if hasattr(proto, "decode_response") else {}
     else:
         from thrift.transport.TTransport import TMemoryBuffer
+        WriteBuffer = TMemoryBuffer
         kwargs = {}
     cls = type(proto)
     if not thriftpy:
@@ -550,10 +550,11 @@ def _protocol_maker(proto, factory):
                              "factory of the protocol inside the header (TBinaryProtocolFactory() or "
                              "TCompactProtocolFactory())")
 
-    def make(trans):
-        if factory is None:
+    if factory is None:
+        def make(trans):
             return cls(trans, **kwargs)
-        return factory.get_protocol(trans) if thriftpy else factory.getProtocol(trans)
+    else:
+        make = factory.get_protocol if thriftpy else factory.getProtocol
 
     wrap = None
     if thriftpy:
@@ -562,11 +563,11 @@ def _protocol_maker(proto, factory):
         except TypeError:  # a cython protocol reads cython transports only
             from thriftpy.transport import TCyBufferedTransport as wrap
 
-    def new(data):
-        if data is None:
-            buf = WriteBuffer() if thriftpy else TMemoryBuffer()
-            return make(buf), buf, buf
+    def writer():
+        buf = WriteBuffer()
+        return make(buf), buf
+
+    def reader(data):
         buf = TMemoryBuffer(data)
-        trans = buf if wrap is None else wrap(buf)
-        return make(trans), buf, trans
-    return new
+        return make(buf if wrap is None else wrap(buf))
+    return writer, reader

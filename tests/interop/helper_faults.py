@@ -172,6 +172,16 @@ def raises(what, fn, exc_type, *fragments):
     fail("%s: want %s naming %r, nothing raised" % (what, exc_type.__name__, fragments))
 
 
+def refused_as_too_large(what, fn, codec, limit):
+    """Call fn; fail unless it raises the ValueError of a payload over the
+    limit (naming the codec and the limit), rather than that of a corrupt
+    one, whose text may hold both too. Returns the exception."""
+    err = raises(what, fn, ValueError, CODEC_NAMES[codec], "max_decompressed_bytes = %d bytes" % limit)
+    if "is corrupt" in str(err):
+        fail("%s: refused as corrupt, want as too large: %s" % (what, err))
+    return err
+
+
 def outcome(call):
     """('value', v) or ('raised', exception) of call.result()."""
     try:
@@ -522,21 +532,21 @@ def check_limit(lib):
     if zstandard.get_frame_parameters(payloads[1][2]).content_size != zstandard.CONTENTSIZE_UNKNOWN:
         fail("the zstd stream declares its content size")
 
-    def run(what, codec, payload, limit, *fragments):
+    def run(what, codec, payload, limit, too_large=False):
         """Execute a batch of getProduct calls answered by payload; expect
-        every value, or (fragments given) execute() to raise ValueError."""
+        every value, or (too_large) execute() to refuse it as too large."""
         batch = Batch(lib.stand_in(lib.compressed(codec, payload)), lib.Catalog, max_decompressed_bytes=limit)
         calls = [batch.add("getProduct", id=i) for i in range(len(descriptions))]
         with Produced() as produced:
-            if fragments:
-                err = raises(what, batch.execute, ValueError, *fragments)
+            if too_large:
+                err = refused_as_too_large(what, batch.execute, codec, limit)
             else:
                 try:
                     batch.execute()
                 except Exception as e:
                     fail("%s: execute() raised %s: %s" % (what, type(e).__name__, e))
-        produced.expect_within(what, limit + (OVERSHOOT[codec] if fragments else 0))
-        if fragments:
+        produced.expect_within(what, limit + (OVERSHOOT[codec] if too_large else 0))
+        if too_large:
             return expect_same_error(what, calls, err)
         for i, call in enumerate(calls):
             kind, got = outcome(call)
@@ -544,9 +554,8 @@ def check_limit(lib):
                 fail("%s: call %d: %s %r, want Product %d and its description" % (what, i, kind, got, i))
 
     for what, codec, payload in payloads:
-        name = CODEC_NAMES[codec]
         run("%s at exactly the limit (%d bytes)" % (what, len(inner)), codec, payload, len(inner))
-        run("%s one byte over the limit" % what, codec, payload, len(inner) - 1, name, str(len(inner) - 1))
+        run("%s one byte over the limit" % what, codec, payload, len(inner) - 1, too_large=True)
         # A limit beyond C's ssize_t is no limit, not an error (zlib's
         # max_length overflowed).
         for limit in (sys.maxsize, 1 << 80):
@@ -574,7 +583,7 @@ def check_limit(lib):
     for limit in (1 << 20, None):
         shown = limit or tbc.DEFAULT_MAX_DECOMPRESSED_BYTES
         # libzstd writes no further than the declared content size.
-        too_large, corrupt = (str(shown),), ("is corrupt", "Destination buffer is too small")
+        too_large, corrupt = "too large", ("is corrupt", "Destination buffer is too small")
         bombs = [
             ("zstd zeros without content size", tbc.ZSTD, zeros[tbc.ZSTD], too_large),
             ("zstd RLE frame without content size", tbc.ZSTD, rle_frame(size), too_large),
@@ -593,8 +602,10 @@ def check_limit(lib):
             batch = Batch(lib.stand_in(lib.compressed(codec, bomb)), lib.Catalog, **options)
             calls = [batch.add("countProducts")]
             with Produced() as produced:
-                err = raises(what, batch.execute, ValueError, CODEC_NAMES[codec] if fragments is too_large
-                             else "(codec %d)" % codec, *fragments)
+                if fragments == too_large:
+                    err = refused_as_too_large(what, batch.execute, codec, shown)
+                else:
+                    err = raises(what, batch.execute, ValueError, "(codec %d)" % codec, *fragments)
             produced.expect_within(what, shown + OVERSHOOT[codec])
             expect_same_error(what, calls, err)
             if codec == tbc.ZSTD:
