@@ -45,15 +45,9 @@ const (
 type config struct {
 	log zerolog.Logger
 
-	pool       *pool.Pool
-	poolSet    bool // WithPool given, even with nil
-	ownPoolSet bool // an option of the processor's own pool given
-
-	// The processor's own pool (pool.New's options).
-	poolSize     int
-	poolPreAlloc bool
-	poolExpiry   time.Duration
-	poolPolicy   pool.Policy
+	pool     *pool.Pool
+	poolSet  bool          // WithPool given, even with nil
+	poolOpts []pool.Option // of the processor's own pool, which pool.New checks
 
 	maxConcurrency int
 
@@ -84,9 +78,6 @@ func newConfig(opts []Option) (*config, error) {
 		compressThreshold:    DefaultCompressThreshold,
 		maxTimeout:           DefaultMaxTimeout,
 		disconnectCheck:      DefaultDisconnectCheck,
-		poolSize:             pool.DefaultSize,
-		poolExpiry:           pool.DefaultExpiry,
-		poolPolicy:           pool.CallerRuns,
 	}
 	for _, o := range opts {
 		o(c)
@@ -97,18 +88,10 @@ func newConfig(opts []Option) (*config, error) {
 	switch {
 	case c.poolSet && c.pool == nil:
 		return nil, errors.New("processor: WithPool: nil pool; leave the option out for a pool of the processor's own")
-	case c.poolSet && c.ownPoolSet:
+	case c.poolSet && len(c.poolOpts) > 0:
 		return nil, errors.New("processor: WithPool cannot be combined with WithPoolSize, WithPoolPreAlloc, WithWorkerExpiry or WithOverloadPolicy, which configure a pool of the processor's own")
 	case c.poolSet && c.pool.IsClosed():
 		return nil, errors.New("processor: WithPool: the pool is closed")
-	case c.poolSize <= 0:
-		return nil, fmt.Errorf("processor: WithPoolSize: size must be positive, got %d", c.poolSize)
-	case c.poolPreAlloc && c.poolSize > pool.MaxPreAllocSize:
-		return nil, fmt.Errorf("processor: WithPoolPreAlloc: a pre-allocated pool holds at most pool.MaxPreAllocSize (%d) workers, WithPoolSize gave %d", pool.MaxPreAllocSize, c.poolSize)
-	case c.poolExpiry <= 0:
-		return nil, fmt.Errorf("processor: WithWorkerExpiry: expiry must be positive, got %v", c.poolExpiry)
-	case !c.poolPolicy.Valid():
-		return nil, fmt.Errorf("processor: WithOverloadPolicy: unknown policy %v", c.poolPolicy)
 	case c.maxConcurrency < 0:
 		return nil, fmt.Errorf("processor: WithMaxConcurrency: must not be negative, got %d", c.maxConcurrency)
 	case c.maxCalls < 0:
@@ -127,11 +110,6 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, fmt.Errorf("processor: WithDisconnectCheck: interval must be 0 (off) or at least %v, got %v", MinDisconnectCheck, c.disconnectCheck)
 	}
 	return c, nil
-}
-
-// poolOptions returns the options of the processor's own pool.
-func (c *config) poolOptions() []pool.Option {
-	return []pool.Option{pool.WithSize(c.poolSize), pool.WithPreAlloc(c.poolPreAlloc), pool.WithExpiry(c.poolExpiry), pool.WithPolicy(c.poolPolicy)}
 }
 
 // Option configures a Processor.
@@ -157,35 +135,30 @@ func WithPool(p *pool.Pool) Option {
 // at once across all batches. The default is pool.DefaultSize (1024); it
 // must be positive, and at most pool.MaxPreAllocSize (1,048,576) with
 // WithPoolPreAlloc(true).
-func WithPoolSize(n int) Option { return poolOption(func(c *config) { c.poolSize = n }) }
+func WithPoolSize(n int) Option { return poolOption(pool.WithSize(n)) }
 
 // WithPoolPreAlloc allocates the pool's worker queue up front (16 bytes a
 // worker on a 64-bit platform). The default is false. A pre-allocated pool
 // cannot be resized at run time, and holds at most pool.MaxPreAllocSize
 // (1,048,576) workers: a larger WithPoolSize makes New return an error.
-func WithPoolPreAlloc(b bool) Option { return poolOption(func(c *config) { c.poolPreAlloc = b }) }
+func WithPoolPreAlloc(b bool) Option { return poolOption(pool.WithPreAlloc(b)) }
 
 // WithWorkerExpiry sets how long an idle worker lives. The default is
 // pool.DefaultExpiry (10 s); it must be positive.
-func WithWorkerExpiry(d time.Duration) Option {
-	return poolOption(func(c *config) { c.poolExpiry = d })
-}
+func WithWorkerExpiry(d time.Duration) Option { return poolOption(pool.WithExpiry(d)) }
 
 // WithOverloadPolicy sets what a batch does when every worker is busy:
 // pool.CallerRuns (the default) runs its calls on the connection's own
 // goroutine, pool.Wait waits for a worker within the batch deadline, and
 // pool.Reject answers the calls it cannot start with CALL_OVERLOADED. Any
 // other value makes New return an error.
-func WithOverloadPolicy(p pool.Policy) Option {
-	return poolOption(func(c *config) { c.poolPolicy = p })
-}
+func WithOverloadPolicy(p pool.Policy) Option { return poolOption(pool.WithPolicy(p)) }
 
-// poolOption is an option of the processor's own pool.
-func poolOption(set func(*config)) Option {
-	return func(c *config) {
-		set(c)
-		c.ownPoolSet = true
-	}
+// poolOption is an option of the processor's own pool. pool.New checks its
+// value: New's error then names the pool's option (pool: WithSize, for
+// WithPoolSize).
+func poolOption(o pool.Option) Option {
+	return func(c *config) { c.poolOpts = append(c.poolOpts, o) }
 }
 
 // WithMaxConcurrency caps how many calls of one batch run at once, so that one

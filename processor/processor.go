@@ -93,7 +93,7 @@ func New(inner thrift.TProcessor, opts ...Option) (*Processor, error) {
 	p := &Processor{inner: inner, codecs: codecs, cfg: cfg, log: cfg.log, pool: cfg.pool}
 	p.mux, _ = inner.(*thrift.TMultiplexedProcessor)
 	if p.pool == nil {
-		if p.pool, err = pool.New(cfg.poolOptions()...); err != nil {
+		if p.pool, err = pool.New(cfg.poolOpts...); err != nil {
 			codecs.Close()
 			return nil, fmt.Errorf("processor: %w", err)
 		}

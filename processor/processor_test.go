@@ -66,12 +66,12 @@ func TestNewRefusesInvalidOptions(t *testing.T) {
 		opts []processor.Option
 		want string // what the error must say: the option, at least
 	}{
-		{"a pool size of zero", []processor.Option{processor.WithPoolSize(0)}, "processor: WithPoolSize: size must be positive, got 0"},
-		{"a negative pool size", []processor.Option{processor.WithPoolSize(-1)}, "processor: WithPoolSize:"},
-		{"a pre-allocated pool of 2^60 workers", []processor.Option{processor.WithPoolSize(1 << 60), processor.WithPoolPreAlloc(true)}, "processor: WithPoolPreAlloc:"},
-		{"a pre-allocated pool one over the maximum", []processor.Option{processor.WithPoolPreAlloc(true), processor.WithPoolSize(pool.MaxPreAllocSize + 1)}, "processor: WithPoolPreAlloc:"},
-		{"a zero worker expiry", []processor.Option{processor.WithWorkerExpiry(0)}, "processor: WithWorkerExpiry:"},
-		{"an unknown overload policy", []processor.Option{processor.WithOverloadPolicy(pool.Policy(9))}, "processor: WithOverloadPolicy:"},
+		{"a pool size of zero", []processor.Option{processor.WithPoolSize(0)}, "processor: pool: WithSize: size must be positive, got 0"},
+		{"a negative pool size", []processor.Option{processor.WithPoolSize(-1)}, "processor: pool: WithSize:"},
+		{"a pre-allocated pool of 2^60 workers", []processor.Option{processor.WithPoolSize(1 << 60), processor.WithPoolPreAlloc(true)}, "processor: pool: WithPreAlloc:"},
+		{"a pre-allocated pool one over the maximum", []processor.Option{processor.WithPoolPreAlloc(true), processor.WithPoolSize(pool.MaxPreAllocSize + 1)}, "processor: pool: WithPreAlloc:"},
+		{"a zero worker expiry", []processor.Option{processor.WithWorkerExpiry(0)}, "processor: pool: WithExpiry:"},
+		{"an unknown overload policy", []processor.Option{processor.WithOverloadPolicy(pool.Policy(9))}, "processor: pool: WithPolicy:"},
 		{"a nil shared pool", []processor.Option{processor.WithPool(nil)}, "processor: WithPool:"},
 		{"a nil shared pool with a size", []processor.Option{processor.WithPool(nil), processor.WithPoolSize(8)}, "processor: WithPool"},
 		{"a closed shared pool", []processor.Option{processor.WithPool(closed)}, "processor: WithPool: the pool is closed"},
