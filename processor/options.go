@@ -63,8 +63,6 @@ type config struct {
 	allow map[string]bool // nil: every method
 	deny  map[string]bool
 	hook  dispatcher.Hook
-
-	err error // the first invalid option an option found itself
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -82,12 +80,11 @@ func newConfig(opts []Option) (*config, error) {
 	for _, o := range opts {
 		o(c)
 	}
-	if c.err != nil {
-		return nil, c.err
-	}
 	switch {
 	case c.poolSet && c.pool == nil:
 		return nil, errors.New("processor: WithPool: nil pool; leave the option out for a pool of the processor's own")
+	case c.allow != nil && len(c.allow) == 0:
+		return nil, errors.New("processor: WithAllowMethods: no method names; leave the option out to allow every method")
 	case c.poolSet && len(c.poolOpts) > 0:
 		return nil, errors.New("processor: WithPool cannot be combined with WithPoolSize, WithPoolPreAlloc, WithWorkerExpiry or WithOverloadPolicy, which configure a pool of the processor's own")
 	case c.poolSet && c.pool.IsClosed():
@@ -247,9 +244,6 @@ func WithDisconnectCheck(d time.Duration) Option { return func(c *config) { c.di
 // to allow every method.
 func WithAllowMethods(names ...string) Option {
 	return func(c *config) {
-		if len(names) == 0 && c.err == nil {
-			c.err = errors.New("processor: WithAllowMethods: no method names; leave the option out to allow every method")
-		}
 		if c.allow == nil {
 			c.allow = make(map[string]bool, len(names))
 		}

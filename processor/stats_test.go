@@ -403,7 +403,7 @@ func TestABatchIsInFlightUntilItsAnswerIsFlushed(t *testing.T) {
 			name = "a batch refused with a BatchError"
 		}
 		t.Run(name, func(t *testing.T) {
-			p := open(t, testsvc.NewTestProcessor(newGated()), processor.WithMaxCalls(1))
+			p := open(t, testsvc.NewTestProcessor(echo{}), processor.WithMaxCalls(1))
 			req := &batch.BatchRequest{Requests: []*batch.Request{arg(t, "echo", &testsvc.TestEchoArgs{Text: "x"})}}
 			if refused {
 				req.Requests = append(req.Requests, req.Requests[0]) // over WithMaxCalls
