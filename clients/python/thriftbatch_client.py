@@ -184,6 +184,10 @@ def decompress(codec, data, max_bytes=DEFAULT_MAX_DECOMPRESSED_BYTES):
     if codec not in _DECOMPRESS:
         raise ValueError("thriftbatch: cannot decompress codec %s%s" % (_codec_name(codec), _missing(codec)))
     _check_limit("max_bytes", max_bytes)
+    if data is None:
+        raise _corrupt(codec, "it is absent")
+    if not data:
+        raise _corrupt(codec, "it is empty")
     try:
         return _DECOMPRESS[codec](_as_bytes(data), max_bytes)
     except _TooLarge as e:
@@ -405,10 +409,6 @@ class Batch:
         if codec not in self._accept:  # __init__ accepts decompressible codecs only
             raise ValueError("thriftbatch: the response is compressed with codec %s, which this batch did "
                              "not accept" % _codec_name(codec))
-        if data is None:
-            raise _corrupt(codec, "it is absent")
-        if not data:
-            raise _corrupt(codec, "it is empty")
         raw = decompress(codec, data, self._max_decompressed)
         inner = self._BatchResponse()
         try:
